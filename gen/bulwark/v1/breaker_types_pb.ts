@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bulwark/v1/breaker_types.proto.
  */
 export const file_bulwark_v1_breaker_types: GenFile = /*@__PURE__*/
-  fileDesc("Ch5idWx3YXJrL3YxL2JyZWFrZXJfdHlwZXMucHJvdG8SCmJ1bHdhcmsudjEibAoNV2luZG93RmlndXJlcxINCgVjYWxscxgBIAEoBRIQCghmYWlsdXJlcxgCIAEoBRIcChRmYWlsdXJlX3JhdGVfcGVyY2VudBgDIAEoARIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgEIAEoBSKrAgoNQnJlYWtlclN0YXR1cxISCgpkZXBlbmRlbmN5GAEgASgJEg8KB3NlcnZpY2UYAiABKAkSJwoFc3RhdGUYAyABKA4yGC5idWx3YXJrLnYxLkJyZWFrZXJTdGF0ZRIeChJvcGVuX3VudGlsX3VuaXhfbXMYBCABKANCAjACEhkKEWNvbnNlY3V0aXZlX29wZW5zGAUgASgFEikKBndpbmRvdxgGIAEoCzIZLmJ1bHdhcmsudjEuV2luZG93RmlndXJlcxIbCg9wb2xpY3lfcmV2aXNpb24YByABKANCAjACEh4KEmNoYW5nZWRfYXRfdW5peF9tcxgIIAEoA0ICMAISDgoGcmVhc29uGAkgASgJEhkKEXBlcm1pdHNfaW5fZmxpZ2h0GAogASgFIqwCChFCcmVha2VyVHJhbnNpdGlvbhIUCghzZXF1ZW5jZRgBIAEoA0ICMAISEgoKZGVwZW5kZW5jeRgCIAEoCRIPCgdzZXJ2aWNlGAMgASgJEiYKBGZyb20YBCABKA4yGC5idWx3YXJrLnYxLkJyZWFrZXJTdGF0ZRIkCgJ0bxgFIAEoDjIYLmJ1bHdhcmsudjEuQnJlYWtlclN0YXRlEhYKCmF0X3VuaXhfbXMYBiABKANCAjACEg4KBnJlYXNvbhgHIAEoCRIpCgZ3aW5kb3cYCCABKAsyGS5idWx3YXJrLnYxLldpbmRvd0ZpZ3VyZXMSGwoPcG9saWN5X3JldmlzaW9uGAkgASgDQgIwAhIeChJvcGVuX3VudGlsX3VuaXhfbXMYCiABKANCAjACIvgBCgdPdXRjb21lEhIKCmRlcGVuZGVuY3kYASABKAkSDwoHc2VydmljZRgCIAEoCRIPCgdhdHRlbXB0GAMgASgFEhEKCXBlcm1pdF9pZBgEIAEoCRIpCgZyZXN1bHQYBSABKA4yGS5idWx3YXJrLnYxLk91dGNvbWVSZXN1bHQSEgoKZXJyb3JfdHlwZRgGIAEoCRITCgtzdGF0dXNfY29kZRgHIAEoBRISCgpsYXRlbmN5X21zGAggASgFEhYKDnJldHJ5X2FmdGVyX21zGAkgASgFEhAKCHRyYWNlX2lkGAogASgJEhIKCnJlcXVlc3RfaWQYCyABKAkqfAoMQnJlYWtlclN0YXRlEh0KGUJSRUFLRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCUkVBS0VSX1NUQVRFX0NMT1NFRBABEhYKEkJSRUFLRVJfU1RBVEVfT1BFThACEhsKF0JSRUFLRVJfU1RBVEVfSEFMRl9PUEVOEAMq2gEKDU91dGNvbWVSZXN1bHQSHgoaT1VUQ09NRV9SRVNVTFRfVU5TUEVDSUZJRUQQABIaChZPVVRDT01FX1JFU1VMVF9TVUNDRVNTEAESGgoWT1VUQ09NRV9SRVNVTFRfRkFJTFVSRRACEhoKFk9VVENPTUVfUkVTVUxUX1RJTUVPVVQQAxIbChdPVVRDT01FX1JFU1VMVF9SRUpFQ1RFRBAEEhwKGE9VVENPTUVfUkVTVUxUX0NBTkNFTExFRBAFEhoKFk9VVENPTUVfUkVTVUxUX0lHTk9SRUQQBmIGcHJvdG8z");
+  fileDesc("Ch5idWx3YXJrL3YxL2JyZWFrZXJfdHlwZXMucHJvdG8SCmJ1bHdhcmsudjEibAoNV2luZG93RmlndXJlcxINCgVjYWxscxgBIAEoBRIQCghmYWlsdXJlcxgCIAEoBRIcChRmYWlsdXJlX3JhdGVfcGVyY2VudBgDIAEoARIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgEIAEoBSKfAgoNQnJlYWtlclN0YXR1cxISCgpkZXBlbmRlbmN5GAEgASgJEg8KB3NlcnZpY2UYAiABKAkSJwoFc3RhdGUYAyABKA4yGC5idWx3YXJrLnYxLkJyZWFrZXJTdGF0ZRIaChJvcGVuX3VudGlsX3VuaXhfbXMYBCABKAMSGQoRY29uc2VjdXRpdmVfb3BlbnMYBSABKAUSKQoGd2luZG93GAYgASgLMhkuYnVsd2Fyay52MS5XaW5kb3dGaWd1cmVzEhcKD3BvbGljeV9yZXZpc2lvbhgHIAEoAxIaChJjaGFuZ2VkX2F0X3VuaXhfbXMYCCABKAMSDgoGcmVhc29uGAkgASgJEhkKEXBlcm1pdHNfaW5fZmxpZ2h0GAogASgFIpwCChFCcmVha2VyVHJhbnNpdGlvbhIQCghzZXF1ZW5jZRgBIAEoAxISCgpkZXBlbmRlbmN5GAIgASgJEg8KB3NlcnZpY2UYAyABKAkSJgoEZnJvbRgEIAEoDjIYLmJ1bHdhcmsudjEuQnJlYWtlclN0YXRlEiQKAnRvGAUgASgOMhguYnVsd2Fyay52MS5CcmVha2VyU3RhdGUSEgoKYXRfdW5peF9tcxgGIAEoAxIOCgZyZWFzb24YByABKAkSKQoGd2luZG93GAggASgLMhkuYnVsd2Fyay52MS5XaW5kb3dGaWd1cmVzEhcKD3BvbGljeV9yZXZpc2lvbhgJIAEoAxIaChJvcGVuX3VudGlsX3VuaXhfbXMYCiABKAMi+AEKB091dGNvbWUSEgoKZGVwZW5kZW5jeRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSEQoJcGVybWl0X2lkGAQgASgJEikKBnJlc3VsdBgFIAEoDjIZLmJ1bHdhcmsudjEuT3V0Y29tZVJlc3VsdBISCgplcnJvcl90eXBlGAYgASgJEhMKC3N0YXR1c19jb2RlGAcgASgFEhIKCmxhdGVuY3lfbXMYCCABKAUSFgoOcmV0cnlfYWZ0ZXJfbXMYCSABKAUSEAoIdHJhY2VfaWQYCiABKAkSEgoKcmVxdWVzdF9pZBgLIAEoCSp8CgxCcmVha2VyU3RhdGUSHQoZQlJFQUtFUl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJSRUFLRVJfU1RBVEVfQ0xPU0VEEAESFgoSQlJFQUtFUl9TVEFURV9PUEVOEAISGwoXQlJFQUtFUl9TVEFURV9IQUxGX09QRU4QAyraAQoNT3V0Y29tZVJlc3VsdBIeChpPVVRDT01FX1JFU1VMVF9VTlNQRUNJRklFRBAAEhoKFk9VVENPTUVfUkVTVUxUX1NVQ0NFU1MQARIaChZPVVRDT01FX1JFU1VMVF9GQUlMVVJFEAISGgoWT1VUQ09NRV9SRVNVTFRfVElNRU9VVBADEhsKF09VVENPTUVfUkVTVUxUX1JFSkVDVEVEEAQSHAoYT1VUQ09NRV9SRVNVTFRfQ0FOQ0VMTEVEEAUSGgoWT1VUQ09NRV9SRVNVTFRfSUdOT1JFRBAGYgZwcm90bzM");
 
 /**
  * WindowFigures are the sliding-window numbers a decision was taken on.
@@ -80,7 +80,7 @@ export type BreakerStatus = Message<"bulwark.v1.BreakerStatus"> & {
   /**
    * While OPEN: when the server moves the breaker to HALF_OPEN (Unix milliseconds).
    *
-   * @generated from field: int64 open_until_unix_ms = 4 [jstype = JS_NUMBER];
+   * @generated from field: int64 open_until_unix_ms = 4;
    */
   openUntilUnixMs: bigint;
 
@@ -99,14 +99,14 @@ export type BreakerStatus = Message<"bulwark.v1.BreakerStatus"> & {
   /**
    * Revision of the policy the breaker last evaluated.
    *
-   * @generated from field: int64 policy_revision = 7 [jstype = JS_NUMBER];
+   * @generated from field: int64 policy_revision = 7;
    */
   policyRevision: bigint;
 
   /**
    * When the breaker entered its state (Unix milliseconds).
    *
-   * @generated from field: int64 changed_at_unix_ms = 8 [jstype = JS_NUMBER];
+   * @generated from field: int64 changed_at_unix_ms = 8;
    */
   changedAtUnixMs: bigint;
 
@@ -141,7 +141,7 @@ export type BreakerTransition = Message<"bulwark.v1.BreakerTransition"> & {
   /**
    * Sequence number, increasing across all breakers of one server.
    *
-   * @generated from field: int64 sequence = 1 [jstype = JS_NUMBER];
+   * @generated from field: int64 sequence = 1;
    */
   sequence: bigint;
 
@@ -166,7 +166,7 @@ export type BreakerTransition = Message<"bulwark.v1.BreakerTransition"> & {
   to: BreakerState;
 
   /**
-   * @generated from field: int64 at_unix_ms = 6 [jstype = JS_NUMBER];
+   * @generated from field: int64 at_unix_ms = 6;
    */
   atUnixMs: bigint;
 
@@ -181,14 +181,14 @@ export type BreakerTransition = Message<"bulwark.v1.BreakerTransition"> & {
   window?: WindowFigures | undefined;
 
   /**
-   * @generated from field: int64 policy_revision = 9 [jstype = JS_NUMBER];
+   * @generated from field: int64 policy_revision = 9;
    */
   policyRevision: bigint;
 
   /**
    * Set when the transition is to OPEN.
    *
-   * @generated from field: int64 open_until_unix_ms = 10 [jstype = JS_NUMBER];
+   * @generated from field: int64 open_until_unix_ms = 10;
    */
   openUntilUnixMs: bigint;
 };

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bulwark/v1/event.proto.
  */
 export const file_bulwark_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChZidWx3YXJrL3YxL2V2ZW50LnByb3RvEgpidWx3YXJrLnYxIo4CCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgCIAEoCRIUCgxjYXVzYXRpb25faWQYAyABKAkSFgoKYXRfdW5peF9tcxgEIAEoA0ICMAISOwoSYnJlYWtlcl90cmFuc2l0aW9uGAUgASgLMh0uYnVsd2Fyay52MS5CcmVha2VyVHJhbnNpdGlvbkgAEjMKDnBvbGljeV9jaGFuZ2VkGAYgASgLMhkuYnVsd2Fyay52MS5Qb2xpY3lDaGFuZ2VkSAASMwoOcG9saWN5X2RlbGV0ZWQYByABKAsyGS5idWx3YXJrLnYxLlBvbGljeURlbGV0ZWRIAEIGCgRraW5kIjMKDVBvbGljeUNoYW5nZWQSIgoGcG9saWN5GAEgASgLMhIuYnVsd2Fyay52MS5Qb2xpY3kiTQoNUG9saWN5RGVsZXRlZBISCgpkZXBlbmRlbmN5GAEgASgJEhQKCHJldmlzaW9uGAIgASgDQgIwAhISCgpkZWxldGVkX2J5GAMgASgJYgZwcm90bzM", [file_bulwark_v1_breaker_types, file_bulwark_v1_policy]);
+  fileDesc("ChZidWx3YXJrL3YxL2V2ZW50LnByb3RvEgpidWx3YXJrLnYxIooCCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgCIAEoCRIUCgxjYXVzYXRpb25faWQYAyABKAkSEgoKYXRfdW5peF9tcxgEIAEoAxI7ChJicmVha2VyX3RyYW5zaXRpb24YBSABKAsyHS5idWx3YXJrLnYxLkJyZWFrZXJUcmFuc2l0aW9uSAASMwoOcG9saWN5X2NoYW5nZWQYBiABKAsyGS5idWx3YXJrLnYxLlBvbGljeUNoYW5nZWRIABIzCg5wb2xpY3lfZGVsZXRlZBgHIAEoCzIZLmJ1bHdhcmsudjEuUG9saWN5RGVsZXRlZEgAQgYKBGtpbmQiMwoNUG9saWN5Q2hhbmdlZBIiCgZwb2xpY3kYASABKAsyEi5idWx3YXJrLnYxLlBvbGljeSJJCg1Qb2xpY3lEZWxldGVkEhIKCmRlcGVuZGVuY3kYASABKAkSEAoIcmV2aXNpb24YAiABKAMSEgoKZGVsZXRlZF9ieRgDIAEoCWIGcHJvdG8z", [file_bulwark_v1_breaker_types, file_bulwark_v1_policy]);
 
 /**
  * Event is published on NATS (bulwark.breaker.<dependency>, bulwark.policy.<dependency>) and
@@ -45,7 +45,7 @@ export type Event = Message<"bulwark.v1.Event"> & {
   causationId: string;
 
   /**
-   * @generated from field: int64 at_unix_ms = 4 [jstype = JS_NUMBER];
+   * @generated from field: int64 at_unix_ms = 4;
    */
   atUnixMs: bigint;
 
@@ -111,7 +111,7 @@ export type PolicyDeleted = Message<"bulwark.v1.PolicyDeleted"> & {
   dependency: string;
 
   /**
-   * @generated from field: int64 revision = 2 [jstype = JS_NUMBER];
+   * @generated from field: int64 revision = 2;
    */
   revision: bigint;
 

@@ -1,0 +1,95 @@
+import type { Logger } from "pino";
+import { BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
+import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
+import { Health } from "../gen/grpc/health/v1/health_pb.ts";
+import { BreakerRegistry } from "./domain/breaker-registry.ts";
+import { PolicyRegistry } from "./domain/policy-registry.ts";
+import { EventHub } from "./events/event-hub.ts";
+import { NatsPublisher } from "./events/nats-publisher.ts";
+import { boundaryInterceptor } from "./rpc/boundary-interceptor.ts";
+import { breakerService } from "./rpc/breaker-service.ts";
+import { healthService } from "./rpc/health-service.ts";
+import { policyService } from "./rpc/policy-service.ts";
+import { BreakerStore } from "./storage/breaker-store.ts";
+import { openDatabase } from "./storage/database.ts";
+import { PolicyStore } from "./storage/policy-store.ts";
+import { listen } from "./transport.ts";
+
+export interface ServerOptions {
+  /** SQLite file of the operational state; created when missing. */
+  dbPath: string;
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** NATS servers (comma-separated URLs) to publish events on; Watch only when unset. */
+  natsUrl?: string | undefined;
+  logger: Logger;
+  /** Milliseconds since the Unix epoch; replaceable for tests. */
+  clock?: () => number;
+}
+
+export interface BulwarkServer {
+  /** `http://host:port`, what the SDK and Connect clients take. */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Opens the database, resumes every breaker and starts serving. */
+export async function startServer(options: ServerOptions): Promise<BulwarkServer> {
+  const { logger } = options;
+  const clock = options.clock ?? Date.now;
+  const db = openDatabase(options.dbPath);
+  const hub = new EventHub();
+  const policies = new PolicyRegistry(new PolicyStore(db), hub, clock);
+  const breakers = new BreakerRegistry(new BreakerStore(db), policies, hub, clock, logger);
+  const nats =
+    options.natsUrl === undefined ? undefined : NatsPublisher.start(options.natsUrl, logger);
+  const unsubscribeNats = nats === undefined ? () => {} : hub.subscribe((e) => nats.publish(e));
+  const shutdown = new AbortController();
+
+  let transport: Awaited<ReturnType<typeof listen>>;
+  try {
+    transport = await listen({
+      host: options.host,
+      port: options.port,
+      interceptors: [boundaryInterceptor(logger)],
+      routes: (router) => {
+        router.service(PolicyService, policyService(policies));
+        router.service(BreakerService, breakerService(breakers, policies, hub, shutdown.signal));
+        router.service(
+          Health,
+          healthService([PolicyService.typeName, BreakerService.typeName], shutdown.signal),
+        );
+      },
+    });
+  } catch (err) {
+    breakers.close();
+    db.close();
+    await nats?.close();
+    throw err;
+  }
+  const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${transport.port}`;
+  logger.info(
+    { url, port: transport.port, db: options.dbPath, nats: options.natsUrl ?? null },
+    "listening",
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port: transport.port,
+    close() {
+      closing ??= (async () => {
+        shutdown.abort();
+        await transport.close();
+        unsubscribeNats();
+        breakers.close();
+        await nats?.close();
+        db.close();
+        logger.info("closed");
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,83 @@
+import { parseArgs } from "node:util";
+
+/** The gRPC port conventionally used for a local control plane. */
+export const DEFAULT_PORT = 50051;
+/** Loopback by default: nothing is exposed until an operator chooses an address. */
+export const DEFAULT_HOST = "127.0.0.1";
+/** In the working directory, so a first run needs no set-up. */
+export const DEFAULT_DB_PATH = "bulwark.db";
+
+export interface ServerConfig {
+  dbPath: string;
+  host: string;
+  port: number;
+  natsUrl: string | undefined;
+  logLevel: string;
+}
+
+/** A command-line problem; the message names the flag. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+export const USAGE = `Usage: bulwark-server [options]
+  --db PATH         SQLite file (env BULWARK_DB; default ${DEFAULT_DB_PATH})
+  --host HOST       listen address (env BULWARK_HOST; default ${DEFAULT_HOST})
+  --port N          listen port, 0 for any free one (env BULWARK_PORT; default ${DEFAULT_PORT})
+  --nats URL[,URL]  publish events on NATS (env BULWARK_NATS_URL; default: Watch stream only)
+  --log-level L     trace, debug, info, warn, error (env BULWARK_LOG_LEVEL; default info)`;
+
+const LEVELS = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
+
+/** Reads flags, then environment variables, then defaults. */
+export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): ServerConfig {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        db: { type: "string" },
+        host: { type: "string" },
+        port: { type: "string" },
+        nats: { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean" },
+      },
+    }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) throw new UsageError("");
+  const str = (flag: string, envName: string) =>
+    (values[flag] as string | undefined) ?? env[envName] ?? undefined;
+
+  const portText = str("port", "BULWARK_PORT") ?? String(DEFAULT_PORT);
+  const port = Number(portText);
+  if (!/^\d+$/.test(portText) || port > 65_535) {
+    throw new UsageError(
+      `--port must be an integer in [0, 65535]; got ${JSON.stringify(portText)}`,
+    );
+  }
+  const dbPath = str("db", "BULWARK_DB") ?? DEFAULT_DB_PATH;
+  if (dbPath === "") throw new UsageError("--db must not be empty");
+  const logLevel = str("log-level", "BULWARK_LOG_LEVEL") ?? "info";
+  if (!LEVELS.has(logLevel)) {
+    throw new UsageError(
+      `--log-level must be one of ${[...LEVELS].join(", ")}; got ${JSON.stringify(logLevel)}`,
+    );
+  }
+  const natsUrl = str("nats", "BULWARK_NATS_URL") || undefined;
+  if (natsUrl !== undefined && !/^(nats|tls|wss?):\/\/|^[\w.-]+:\d+/.test(natsUrl)) {
+    throw new UsageError(
+      `--nats must be a NATS URL such as nats://127.0.0.1:4222; got ${JSON.stringify(natsUrl)}`,
+    );
+  }
+  return {
+    dbPath,
+    host: str("host", "BULWARK_HOST") ?? DEFAULT_HOST,
+    port,
+    natsUrl,
+    logLevel,
+  };
+}

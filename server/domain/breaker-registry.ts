@@ -1,0 +1,287 @@
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { EventHub } from "../events/event-hub.ts";
+import type { BreakerStore, StoredTransition } from "../storage/breaker-store.ts";
+import {
+  type AcquireDecision,
+  acquire,
+  applyPolicy,
+  type Breaker,
+  type CountedResult,
+  createBreaker,
+  type Effect,
+  permitsInFlight,
+  record,
+  type Transition,
+  tick,
+} from "./breaker-engine.ts";
+import type { PolicySpec } from "./policy.ts";
+import type { PolicyRegistry } from "./policy-registry.ts";
+
+/**
+ * Window counters are group-committed at this interval: a crash loses at most this much of the
+ * outcomes, while transitions and permits are always written before they are acknowledged.
+ */
+export const WINDOW_FLUSH_INTERVAL_MS = 50;
+
+/** One outcome as the registry needs it. */
+export interface ReportedOutcome {
+  dependency: string;
+  service: string;
+  permitId: string;
+  result: CountedResult;
+  errorType: string;
+  traceId: string;
+}
+
+/** A breaker's state as served by Get, List and Watch. */
+export interface BreakerView {
+  dependency: string;
+  service: string;
+  state: Breaker["phase"]["kind"];
+  openUntilMs: number;
+  consecutiveOpens: number;
+  calls: number;
+  failures: number;
+  failureRatePercent: number;
+  consecutiveFailures: number;
+  policyRevision: number;
+  changedAtMs: number;
+  reason: string;
+  permitsInFlight: number;
+}
+
+export interface AcquireAnswer {
+  decision: AcquireDecision;
+  state: Breaker["phase"]["kind"];
+  policyRevision: number;
+}
+
+function keyOf(dependency: string, service: string): string {
+  return `${dependency}\u0000${service}`;
+}
+
+/**
+ * Holds every breaker of the fleet, applies the engine to Acquire and Report, persists what
+ * changed before answering, runs the OPEN → HALF_OPEN timers and publishes transitions.
+ */
+export class BreakerRegistry {
+  private readonly breakers = new Map<string, Breaker>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Event id of each breaker's last transition, so the next one can name it as its cause. */
+  private readonly lastEventIds = new Map<string, string>();
+  private readonly dirty = new Set<Breaker>();
+  private readonly flushTimer: NodeJS.Timeout;
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    private readonly store: BreakerStore,
+    private readonly policies: PolicyRegistry,
+    private readonly hub: EventHub,
+    private readonly clock: () => number,
+    private readonly logger: Logger,
+  ) {
+    const nowMs = clock();
+    for (const breaker of store.loadAll()) {
+      const policy = policies.get(breaker.dependency);
+      if (policy === undefined) continue;
+      applyPolicy(breaker, policy);
+      this.breakers.set(keyOf(breaker.dependency, breaker.service), breaker);
+    }
+    // Resume every breaker where it was: an OPEN one whose wait ran out while the server was
+    // down moves to HALF_OPEN now, the others get their timer for the remaining wait.
+    for (const breaker of this.breakers.values()) {
+      this.commit([breaker], tick(breaker, nowMs), "");
+      this.schedule(breaker);
+    }
+    this.flushTimer = setInterval(() => this.flushWindows(), WINDOW_FLUSH_INTERVAL_MS);
+    this.flushTimer.unref();
+    this.unsubscribe = hub.subscribe((event) => {
+      if (event.kind === "policy-changed") this.onPolicyChanged(event.policy);
+      else if (event.kind === "policy-deleted") this.onPolicyDeleted(event.dependency);
+    });
+  }
+
+  private breakerFor(policy: PolicySpec, service: string): Breaker {
+    const scoped = policy.breaker.scope === "service" ? service : "";
+    const key = keyOf(policy.dependency, scoped);
+    let breaker = this.breakers.get(key);
+    if (breaker === undefined) {
+      breaker = createBreaker(policy.dependency, scoped, policy, this.clock());
+      this.breakers.set(key, breaker);
+    }
+    return breaker;
+  }
+
+  acquire(dependency: string, service: string, traceId: string): AcquireAnswer {
+    const policy = this.policies.require(dependency);
+    const breaker = this.breakerFor(policy, service);
+    const result = acquire(breaker, policy, this.clock(), randomUUID());
+    this.commit([breaker], result, traceId);
+    return {
+      decision: result.decision,
+      state: breaker.phase.kind,
+      policyRevision: policy.revision,
+    };
+  }
+
+  /** Counts a batch of outcomes; returns how many counted towards a window. */
+  report(outcomes: readonly ReportedOutcome[]): number {
+    const nowMs = this.clock();
+    const changed = new Set<Breaker>();
+    const transitions: Transition[] = [];
+    const traceIds: string[] = [];
+    let counted = 0;
+    for (const outcome of outcomes) {
+      const policy = this.policies.get(outcome.dependency);
+      // A policy deleted while the batch was in flight: nothing left to count against.
+      if (policy === undefined) continue;
+      const breaker = this.breakerFor(policy, outcome.service);
+      if (outcome.result !== "not-counted") counted++;
+      const effect = record(breaker, policy, outcome, nowMs);
+      if (effect.stateChanged) changed.add(breaker);
+      else if (outcome.result !== "not-counted") this.dirty.add(breaker);
+      for (const t of effect.transitions) {
+        transitions.push(t);
+        traceIds.push(outcome.traceId);
+      }
+    }
+    if (changed.size > 0) {
+      const stored = this.store.save(changed, transitions);
+      for (const b of changed) {
+        this.dirty.delete(b);
+        this.schedule(b);
+      }
+      stored.forEach((t, i) => this.announce(t, traceIds[i] ?? ""));
+    }
+    return counted;
+  }
+
+  get(dependency: string, service: string): BreakerView {
+    const policy = this.policies.require(dependency);
+    return this.view(this.breakerFor(policy, service));
+  }
+
+  list(): BreakerView[] {
+    return [...this.breakers.values()].map((b) => this.view(b));
+  }
+
+  listTransitions(dependency: string, afterSequence: number, limit: number): StoredTransition[] {
+    return this.store.listTransitions(dependency, afterSequence, limit);
+  }
+
+  /** Writes pending window counters and stops the timers. */
+  close(): void {
+    clearInterval(this.flushTimer);
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+    this.unsubscribe();
+    this.flushWindows();
+  }
+
+  private view(b: Breaker): BreakerView {
+    const nowMs = this.clock();
+    return {
+      dependency: b.dependency,
+      service: b.service,
+      state: b.phase.kind,
+      openUntilMs: b.phase.kind === "open" ? b.phase.untilMs : 0,
+      consecutiveOpens: b.consecutiveOpens,
+      calls: b.window.calls,
+      failures: b.window.failures,
+      failureRatePercent: b.window.failureRatePercent,
+      consecutiveFailures: b.consecutiveFailures,
+      policyRevision: b.policyRevision,
+      changedAtMs: b.changedAtMs,
+      reason: b.reason,
+      permitsInFlight: permitsInFlight(b, nowMs),
+    };
+  }
+
+  /** Persists an engine effect on `breakers` before the caller answers, then publishes. */
+  private commit(breakers: Breaker[], effect: Effect, traceId: string): void {
+    if (!effect.stateChanged) return;
+    const stored = this.store.save(breakers, effect.transitions);
+    for (const b of breakers) {
+      this.dirty.delete(b);
+      this.schedule(b);
+    }
+    for (const t of stored) this.announce(t, traceId);
+  }
+
+  private announce(transition: StoredTransition, traceId: string): void {
+    const key = keyOf(transition.dependency, transition.service);
+    const eventId = randomUUID();
+    const causationId = this.lastEventIds.get(key) ?? "";
+    this.lastEventIds.set(key, eventId);
+    this.logger.info(
+      {
+        dependency: transition.dependency,
+        service: transition.service || undefined,
+        from: transition.from,
+        to: transition.to,
+        reason: transition.reason,
+        window: transition.window,
+        traceId: traceId || undefined,
+      },
+      "breaker transition",
+    );
+    this.hub.publish({
+      kind: "breaker-transition",
+      transition,
+      eventId,
+      correlationId: traceId,
+      causationId,
+      atMs: transition.atMs,
+    });
+  }
+
+  /** Arms the OPEN → HALF_OPEN timer of an open breaker (on the server's clock, not lazily). */
+  private schedule(breaker: Breaker): void {
+    const key = keyOf(breaker.dependency, breaker.service);
+    const existing = this.timers.get(key);
+    if (existing !== undefined) clearTimeout(existing);
+    this.timers.delete(key);
+    if (breaker.phase.kind !== "open") return;
+    const delayMs = Math.max(0, breaker.phase.untilMs - this.clock());
+    const timer = setTimeout(() => {
+      this.timers.delete(key);
+      try {
+        this.commit([breaker], tick(breaker, this.clock()), "");
+      } catch (err) {
+        this.logger.error({ err, dependency: breaker.dependency }, "breaker timer failed");
+      }
+    }, delayMs);
+    this.timers.set(key, timer);
+  }
+
+  private flushWindows(): void {
+    if (this.dirty.size === 0) return;
+    try {
+      this.store.save(this.dirty, []);
+      this.dirty.clear();
+    } catch (err) {
+      this.logger.error({ err }, "window flush failed; will retry");
+    }
+  }
+
+  private onPolicyChanged(policy: PolicySpec): void {
+    for (const breaker of this.breakers.values()) {
+      if (breaker.dependency === policy.dependency) {
+        applyPolicy(breaker, policy);
+        this.dirty.add(breaker);
+      }
+    }
+  }
+
+  private onPolicyDeleted(dependency: string): void {
+    for (const [key, breaker] of this.breakers) {
+      if (breaker.dependency !== dependency) continue;
+      this.breakers.delete(key);
+      this.dirty.delete(breaker);
+      const timer = this.timers.get(key);
+      if (timer !== undefined) clearTimeout(timer);
+      this.timers.delete(key);
+    }
+  }
+}

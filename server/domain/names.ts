@@ -1,0 +1,19 @@
+import { InvalidArgumentError } from "./errors.ts";
+
+/**
+ * The one pattern for dependency and service names: 1 to 128 characters of letters, digits, '.',
+ * '_' and '-', starting with a letter or digit. Dots make NATS subject tokens
+ * (`bulwark.breaker.openai.chat`), and the pattern keeps NATS wildcards and whitespace out.
+ */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** Human-readable form of NAME_PATTERN, used in error messages. */
+export const NAME_RULE =
+  "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit";
+
+/** Throws InvalidArgumentError naming `field` unless `value` follows NAME_PATTERN. */
+export function assertName(field: string, value: string): void {
+  if (!NAME_PATTERN.test(value)) {
+    throw new InvalidArgumentError(field, `${NAME_RULE}; got ${JSON.stringify(value)}`);
+  }
+}

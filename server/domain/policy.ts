@@ -1,0 +1,76 @@
+/**
+ * The policy as the domain core uses it: every field filled in, plain numbers, units in names.
+ * rpc/convert.ts maps it to and from the wire messages.
+ */
+
+/** How retry back-off is randomized. */
+export type JitterMode = "full" | "decorrelated" | "none";
+
+/** Which callers share one breaker. */
+export type BreakerScopeMode = "dependency" | "service";
+
+export interface RetrySpec {
+  maxAttempts: number;
+  initialBackoffMs: number;
+  maxBackoffMs: number;
+  backoffMultiplier: number;
+  jitter: JitterMode;
+  maxRetryAfterMs: number;
+}
+
+export interface BreakerSpec {
+  windowSize: number;
+  minimumCalls: number;
+  failureRateThresholdPercent: number;
+  /** 0 turns the consecutive-failure trigger off. */
+  consecutiveFailures: number;
+  openWaitMs: number;
+  openWaitMultiplier: number;
+  maxOpenWaitMs: number;
+  halfOpenPermits: number;
+  scope: BreakerScopeMode;
+}
+
+export interface PolicySpec {
+  dependency: string;
+  revision: number;
+  latencyObjectiveMs: number;
+  availabilityTargetPercent: number;
+  timeoutMs: number;
+  deadlineMs: number;
+  retry: RetrySpec;
+  breaker: BreakerSpec;
+  updatedAtMs: number;
+  updatedBy: string;
+}
+
+/** Three attempts ride out a blip without tripling the load on a dependency that is down. */
+export const DEFAULT_MAX_ATTEMPTS = 3;
+/** Long enough for a dropped connection to be re-established, short for an interactive call. */
+export const DEFAULT_INITIAL_BACKOFF_MS = 100;
+/** Keeps the last retry of an interactive call within a couple of seconds. */
+export const DEFAULT_MAX_BACKOFF_MS = 2_000;
+/** Doubling is the usual exponential growth. */
+export const DEFAULT_BACKOFF_MULTIPLIER = 2;
+/** Full jitter spreads a fleet's retries best (fewest synchronized waves). */
+export const DEFAULT_JITTER: JitterMode = "full";
+/** Rate-limit waits beyond 30 s are better served by a fallback or the queue. */
+export const DEFAULT_MAX_RETRY_AFTER_MS = 30_000;
+/** 100 outcomes give a failure rate with 1 % resolution. */
+export const DEFAULT_WINDOW_SIZE = 100;
+/** Fewer than 10 calls say little about a dependency's health. */
+export const DEFAULT_MINIMUM_CALLS = 10;
+/** Half the calls failing means the dependency is unusable for most requests. */
+export const DEFAULT_FAILURE_RATE_THRESHOLD_PERCENT = 50;
+/** Off by default: the failure rate already covers a run of failures once minimumCalls is met. */
+export const DEFAULT_CONSECUTIVE_FAILURES = 0;
+/** 30 s lets most transient outages pass without probing into them. */
+export const DEFAULT_OPEN_WAIT_MS = 30_000;
+/** Each failed probe doubles the wait so a long outage is probed ever more rarely. */
+export const DEFAULT_OPEN_WAIT_MULTIPLIER = 2;
+/** Probing at least every 5 minutes notices recovery soon enough. */
+export const DEFAULT_MAX_OPEN_WAIT_MS = 300_000;
+/** One probe for the whole fleet is the least load on a dependency that may still be down. */
+export const DEFAULT_HALF_OPEN_PERMITS = 1;
+/** A call that takes longer than a minute in total is no longer an interactive call. */
+export const MAX_DEFAULT_DEADLINE_MS = 60_000;

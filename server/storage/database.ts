@@ -1,0 +1,45 @@
+import Database from "better-sqlite3";
+import { MIGRATIONS } from "./migrations.ts";
+
+export type Db = Database.Database;
+
+/**
+ * Opens (or creates) the operational SQLite database and brings its schema up to date.
+ *
+ * WAL lets readers run beside the single writer; `synchronous = FULL` makes every committed
+ * transaction survive power loss, which is what "durable before acknowledged" needs for
+ * policies and transitions. High-rate window counters avoid the cost by being group-committed.
+ */
+export function openDatabase(path: string): Db {
+  const db = new Database(path);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = FULL");
+  db.pragma("foreign_keys = ON");
+  // A second process (an operator's backup, a test) may hold the lock briefly.
+  db.pragma("busy_timeout = 5000");
+  migrate(db);
+  return db;
+}
+
+function migrate(db: Db): void {
+  db.exec(
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+  );
+  const row = db.prepare("SELECT MAX(version) AS v FROM schema_migrations").get() as {
+    v: number | null;
+  };
+  const current = row.v ?? 0;
+  if (current > MIGRATIONS.length) {
+    throw new Error(
+      `database schema version ${current} is newer than this server knows (${MIGRATIONS.length}); upgrade the server`,
+    );
+  }
+  const apply = db.transaction((version: number, sql: string) => {
+    db.exec(sql);
+    db.prepare("INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?, ?)").run(
+      version,
+      Date.now(),
+    );
+  });
+  for (let v = current + 1; v <= MIGRATIONS.length; v++) apply(v, MIGRATIONS[v - 1]!);
+}

@@ -1,0 +1,39 @@
+/**
+ * Schema migrations, applied in order inside one transaction each. Never edit a released entry;
+ * append a new one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE policies (
+    dependency TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+  );
+  CREATE TABLE breakers (
+    dependency TEXT NOT NULL,
+    service TEXT NOT NULL,
+    state TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (dependency, service)
+  );
+  CREATE TABLE transitions (
+    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+    dependency TEXT NOT NULL,
+    service TEXT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    failure_rate_percent REAL NOT NULL,
+    consecutive_failures INTEGER NOT NULL,
+    policy_revision INTEGER NOT NULL,
+    open_until_ms INTEGER NOT NULL
+  );
+  CREATE INDEX transitions_by_dependency ON transitions (dependency, sequence);
+  `,
+];

@@ -1,0 +1,107 @@
+import { FailedPreconditionError, NotFoundError } from "../domain/errors.ts";
+import type { PolicySpec } from "../domain/policy.ts";
+import type { Db } from "./database.ts";
+
+interface PolicyRow {
+  dependency: string;
+  revision: number;
+  spec: string;
+  updated_at_ms: number;
+  updated_by: string;
+}
+
+function fromRow(row: PolicyRow): PolicySpec {
+  const spec = JSON.parse(row.spec) as PolicySpec;
+  return {
+    ...spec,
+    revision: row.revision,
+    updatedAtMs: row.updated_at_ms,
+    updatedBy: row.updated_by,
+  };
+}
+
+/** Policies in SQLite, one row per dependency; each write bumps the revision. */
+export class PolicyStore {
+  private readonly selectOne;
+  private readonly selectAll;
+  private readonly upsert;
+  private readonly remove;
+
+  constructor(private readonly db: Db) {
+    this.selectOne = db.prepare<[string], PolicyRow>("SELECT * FROM policies WHERE dependency = ?");
+    this.selectAll = db.prepare<[], PolicyRow>("SELECT * FROM policies ORDER BY dependency");
+    this.upsert = db.prepare(
+      `INSERT INTO policies (dependency, revision, spec, updated_at_ms, updated_by)
+       VALUES (@dependency, @revision, @spec, @updatedAtMs, @updatedBy)
+       ON CONFLICT (dependency) DO UPDATE SET revision = excluded.revision, spec = excluded.spec,
+         updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by`,
+    );
+    this.remove = db.prepare("DELETE FROM policies WHERE dependency = ?");
+  }
+
+  get(dependency: string): PolicySpec | undefined {
+    const row = this.selectOne.get(dependency);
+    return row === undefined ? undefined : fromRow(row);
+  }
+
+  list(): PolicySpec[] {
+    return this.selectAll.all().map(fromRow);
+  }
+
+  /**
+   * Stores `spec` as the next revision and returns what was stored. With `expectedRevision`
+   * the write happens only if the stored revision equals it (0: the policy must not exist).
+   */
+  put(
+    spec: PolicySpec,
+    expectedRevision: number | undefined,
+    principal: string,
+    nowMs: number,
+  ): PolicySpec {
+    return this.db
+      .transaction(() => {
+        const current = this.get(spec.dependency);
+        const currentRevision = current?.revision ?? 0;
+        if (expectedRevision !== undefined && expectedRevision !== currentRevision) {
+          throw new FailedPreconditionError(
+            `policy ${spec.dependency} is at revision ${currentRevision}, not the expected ${expectedRevision}`,
+          );
+        }
+        const stored: PolicySpec = {
+          ...spec,
+          revision: currentRevision + 1,
+          updatedAtMs: nowMs,
+          updatedBy: principal,
+        };
+        const { revision: _r, updatedAtMs: _u, updatedBy: _b, ...body } = stored;
+        this.upsert.run({
+          dependency: stored.dependency,
+          revision: stored.revision,
+          spec: JSON.stringify(body),
+          updatedAtMs: nowMs,
+          updatedBy: principal,
+        });
+        return stored;
+      })
+      .immediate();
+  }
+
+  /** Deletes a policy and returns the revision it had. */
+  delete(dependency: string, expectedRevision: number | undefined): number {
+    return this.db
+      .transaction(() => {
+        const current = this.get(dependency);
+        if (current === undefined)
+          throw new NotFoundError(`no policy for dependency ${dependency}`);
+        if (expectedRevision !== undefined && expectedRevision !== current.revision) {
+          throw new FailedPreconditionError(
+            `policy ${dependency} is at revision ${current.revision}, not the expected ${expectedRevision}`,
+          );
+        }
+        this.remove.run(dependency);
+        this.db.prepare("DELETE FROM breakers WHERE dependency = ?").run(dependency);
+        return current.revision;
+      })
+      .immediate();
+  }
+}
