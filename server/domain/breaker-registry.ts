@@ -152,7 +152,7 @@ export class BreakerRegistry {
         this.dirty.delete(b);
         this.schedule(b);
       }
-      stored.forEach((t, i) => this.announce(t, traceIds[i] ?? ""));
+      for (const [i, t] of stored.entries()) this.announce(t, traceIds[i] ?? "");
     }
     return counted;
   }

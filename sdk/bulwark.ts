@@ -1,0 +1,76 @@
+import { ControlPlane } from "./control-plane.ts";
+import { type BulwarkEventListener, EventEmitter } from "./events.ts";
+import {
+  type AttemptContext,
+  type CallOptions,
+  type CallResult,
+  guardedCall,
+} from "./guarded-call.ts";
+import { createGuardedFetch, type GuardedFetchOptions } from "./guarded-fetch.ts";
+import { type BulwarkOptions, normalizeOptions } from "./options.ts";
+
+/** A Bulwark client: one per service instance. */
+export interface Bulwark {
+  /** The calling service's name, as the control plane sees it. */
+  readonly service: string;
+  /**
+   * Runs `fn` as a guarded call to `dependency` and returns its value (or the fallback's).
+   * Throws the typed errors of ./errors.ts when the call fails and there is no fallback.
+   */
+  call<T>(
+    dependency: string,
+    fn: (ctx: AttemptContext) => Promise<T>,
+    options?: CallOptions<T>,
+  ): Promise<T>;
+  /** Like call, but says how the value came about (degraded, attempts, trace id). */
+  execute<T>(
+    dependency: string,
+    fn: (ctx: AttemptContext) => Promise<T>,
+    options?: CallOptions<T>,
+  ): Promise<CallResult<T>>;
+  /** A fetch whose requests are guarded calls to `dependency`. */
+  fetch(dependency: string, options?: GuardedFetchOptions): typeof globalThis.fetch;
+  /** Subscribes to the SDK's typed events; returns the unsubscribe function. */
+  on(listener: BulwarkEventListener): () => void;
+  /** Whether the control plane answered the last time it was asked. */
+  readonly controlPlaneConnected: boolean;
+  /** Sends every queued outcome report. Calls made after close still work but are reported late. */
+  close(): Promise<void>;
+}
+
+/**
+ * Creates a Bulwark client for one service instance.
+ *
+ * ```ts
+ * const bulwark = createBulwark({ url: "http://127.0.0.1:50051", service: "checkout" });
+ * const openai = new OpenAI({ fetch: bulwark.fetch("openai.chat"), maxRetries: 0 });
+ * ```
+ */
+export function createBulwark(options: BulwarkOptions): Bulwark {
+  const config = normalizeOptions(options);
+  const events = new EventEmitter();
+  const cp = new ControlPlane({
+    url: config.url,
+    service: config.service,
+    acquireTimeoutMs: config.acquireTimeoutMs,
+    events,
+  });
+  const execute = <T>(
+    dependency: string,
+    fn: (ctx: AttemptContext) => Promise<T>,
+    callOptions: CallOptions<T> = {},
+  ) => guardedCall(cp, events, config.service, dependency, fn, callOptions);
+  return {
+    service: config.service,
+    execute,
+    async call(dependency, fn, callOptions) {
+      return (await execute(dependency, fn, callOptions)).value;
+    },
+    fetch: (dependency, fetchOptions) => createGuardedFetch(execute, dependency, fetchOptions),
+    on: (listener) => events.on(listener),
+    get controlPlaneConnected() {
+      return cp.connected;
+    },
+    close: () => cp.close(),
+  };
+}

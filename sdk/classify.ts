@@ -1,0 +1,119 @@
+import { retryAfterMsFromHeaders } from "./retry-after.ts";
+
+/** The result kinds of DESIGN §4, as reported to the control plane. */
+export type AttemptResult =
+  | "success"
+  | "failure"
+  | "timeout"
+  | "rejected"
+  | "cancelled"
+  | "ignored";
+
+export interface Classification {
+  result: AttemptResult;
+  /** Whether another attempt may help. */
+  retryable: boolean;
+  /** Short machine-readable class, e.g. "http_503", "ECONNRESET". */
+  errorType: string;
+  statusCode: number;
+  /** Server-sent back-off, when there was one. */
+  retryAfterMs: number | undefined;
+}
+
+/** Network error codes that mean "the dependency did not answer": retried and counted. */
+const CONNECTION_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_CLOSED",
+]);
+
+/** Error names of HTTP clients that mean the request did not get an answer. */
+const CONNECTION_ERROR_NAMES = new Set(["APIConnectionError", "APIConnectionTimeoutError"]);
+
+/**
+ * Classifies an HTTP status: 2xx/3xx success; 408, 429 and 5xx failures worth retrying; any
+ * other 4xx is the caller's own error, neither retried nor counted.
+ */
+export function classifyStatus(
+  status: number,
+  headers?: { get(name: string): string | null },
+  nowMs = Date.now(),
+): Classification {
+  if (status < 400) {
+    return {
+      result: "success",
+      retryable: false,
+      errorType: "",
+      statusCode: status,
+      retryAfterMs: undefined,
+    };
+  }
+  const transient = status === 408 || status === 429 || status >= 500;
+  return {
+    result: transient ? "failure" : "ignored",
+    retryable: transient,
+    errorType: `http_${status}`,
+    statusCode: status,
+    retryAfterMs: transient ? retryAfterMsFromHeaders(headers, nowMs) : undefined,
+  };
+}
+
+function codeOf(err: unknown): string | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 5 && typeof current === "object" && current !== null; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === "string" && CONNECTION_CODES.has(code)) return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/**
+ * Classifies an error thrown by the guarded function: an HTTP status on the error (as the
+ * `openai` package's APIError carries) decides like classifyStatus; connection errors are
+ * transient failures; anything else is a non-retryable failure of unknown kind.
+ */
+export function classifyError(err: unknown, nowMs = Date.now()): Classification {
+  const status = (err as { status?: unknown } | null)?.status;
+  if (typeof status === "number" && status >= 100 && status <= 599) {
+    const headers = (err as { headers?: unknown }).headers;
+    const readable =
+      headers instanceof Headers
+        ? headers
+        : typeof headers === "object" && headers !== null
+          ? { get: (n: string) => (headers as Record<string, string>)[n] ?? null }
+          : undefined;
+    return classifyStatus(status, readable, nowMs);
+  }
+  const code = codeOf(err);
+  const name = err instanceof Error ? err.name : "";
+  if (
+    code !== undefined ||
+    CONNECTION_ERROR_NAMES.has(name) ||
+    (err instanceof TypeError && err.message === "fetch failed")
+  ) {
+    return {
+      result: "failure",
+      retryable: true,
+      errorType: code ?? (name || "fetch_failed"),
+      statusCode: 0,
+      retryAfterMs: undefined,
+    };
+  }
+  return {
+    result: "failure",
+    retryable: false,
+    errorType: err instanceof Error ? err.name : "unknown",
+    statusCode: 0,
+    retryAfterMs: undefined,
+  };
+}

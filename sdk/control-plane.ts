@@ -1,0 +1,230 @@
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AcquireDecision, BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
+import type { Outcome } from "../gen/bulwark/v1/breaker_types_pb.ts";
+import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
+import { ControlPlaneError, PolicyNotFoundError } from "./errors.ts";
+import type { EventEmitter } from "./events.ts";
+import { type CallPolicy, callPolicyFromWire, localPolicy } from "./policy.ts";
+import { Reporter } from "./reporter.ts";
+
+/** Header the SDK names its service with (see the server's call context). */
+const PRINCIPAL_HEADER = "x-bulwark-principal";
+/** A cached policy is refreshed in the background once it is this old. */
+export const POLICY_REFRESH_MS = 5_000;
+/** First and longest wait before the SDK tries an unreachable control plane again. */
+export const RECONNECT_BASE_MS = 100;
+export const RECONNECT_MAX_MS = 5_000;
+/** A Report that has not been answered in this time counts as failed and is sent again later. */
+const REPORT_TIMEOUT_MS = 2_000;
+
+/** How one attempt was admitted. */
+export type Admission =
+  | { kind: "allow" }
+  | { kind: "probe"; permitId: string }
+  | { kind: "local" }
+  | { kind: "reject"; retryAtMs: number };
+
+type Reachability =
+  | { kind: "connected" }
+  | { kind: "unreachable"; failures: number; retryAtMs: number; error: string };
+
+interface CachedPolicy {
+  policy: CallPolicy;
+  fetchedAtMs: number;
+  refreshing: boolean;
+}
+
+export interface ControlPlaneOptions {
+  url: string;
+  service: string;
+  acquireTimeoutMs: number;
+  events: EventEmitter;
+}
+
+/** Errors that mean "the control plane cannot be reached now", not "it said no". */
+function isUnreachable(err: unknown): boolean {
+  if (!(err instanceof ConnectError)) return true;
+  return (
+    err.code === Code.Unavailable ||
+    err.code === Code.DeadlineExceeded ||
+    err.code === Code.Canceled ||
+    err.code === Code.Unknown ||
+    err.code === Code.Internal ||
+    err.code === Code.ResourceExhausted
+  );
+}
+
+/**
+ * The SDK's side of the control plane: policies (cached), Acquire, batched Report, and the
+ * decision to go on locally while the server cannot be reached, retrying it with jittered,
+ * growing waits.
+ */
+export class ControlPlane {
+  private readonly policyClient: Client<typeof PolicyService>;
+  private readonly breakerClient: Client<typeof BreakerService>;
+  private readonly policies = new Map<string, CachedPolicy>();
+  private readonly headers: Record<string, string>;
+  private reachability: Reachability = { kind: "connected" };
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  readonly reporter: Reporter;
+
+  constructor(private readonly options: ControlPlaneOptions) {
+    const transport = createGrpcTransport({ baseUrl: options.url });
+    this.policyClient = createClient(PolicyService, transport);
+    this.breakerClient = createClient(BreakerService, transport);
+    this.headers = { [PRINCIPAL_HEADER]: options.service };
+    this.reporter = new Reporter(
+      async (outcomes) => {
+        try {
+          await this.breakerClient.report(
+            { outcomes },
+            { timeoutMs: REPORT_TIMEOUT_MS, headers: this.headers },
+          );
+          this.markConnected();
+        } catch (err) {
+          // A refused batch (InvalidArgument) would be refused again: drop it, keep the rest.
+          if (!isUnreachable(err)) return;
+          this.markUnreachable(err);
+          throw err;
+        }
+      },
+      (count, total) => options.events.emit({ type: "report-dropped", count, totalDropped: total }),
+    );
+  }
+
+  get connected(): boolean {
+    return this.reachability.kind === "connected";
+  }
+
+  /** The dependency's policy: cached, refreshed in the background, local while unreachable. */
+  async policy(dependency: string): Promise<CallPolicy> {
+    const cached = this.policies.get(dependency);
+    if (cached !== undefined) {
+      if (Date.now() - cached.fetchedAtMs > POLICY_REFRESH_MS && !cached.refreshing) {
+        cached.refreshing = true;
+        this.fetchPolicy(dependency)
+          .catch(() => {})
+          .finally(() => {
+            cached.refreshing = false;
+          });
+      }
+      return cached.policy;
+    }
+    if (!this.mayTry()) return localPolicy(dependency);
+    try {
+      return await this.fetchPolicy(dependency);
+    } catch (err) {
+      if (err instanceof PolicyNotFoundError) throw err;
+      if (isUnreachable(err)) return localPolicy(dependency);
+      throw new ControlPlaneError(`policy for ${dependency} could not be read`, err);
+    }
+  }
+
+  private async fetchPolicy(dependency: string): Promise<CallPolicy> {
+    try {
+      const res = await this.policyClient.getPolicy(
+        { dependency },
+        { timeoutMs: this.options.acquireTimeoutMs, headers: this.headers },
+      );
+      this.markConnected();
+      const policy = callPolicyFromWire(res.policy!);
+      this.policies.set(dependency, { policy, fetchedAtMs: Date.now(), refreshing: false });
+      return policy;
+    } catch (err) {
+      if (err instanceof ConnectError && err.code === Code.NotFound) {
+        this.policies.delete(dependency);
+        throw new PolicyNotFoundError(dependency);
+      }
+      if (isUnreachable(err)) this.markUnreachable(err);
+      throw err;
+    }
+  }
+
+  /** Asks the server whether an attempt may go out; decides locally when it cannot be asked. */
+  async acquire(
+    dependency: string,
+    attempt: number,
+    traceId: string,
+    requestId: string,
+  ): Promise<Admission> {
+    if (!this.mayTry()) return { kind: "local" };
+    // The server must have counted this instance's earlier outcomes before it decides.
+    if (this.reporter.busy) {
+      await Promise.race([this.reporter.settle(), delay(this.options.acquireTimeoutMs)]);
+    }
+    if (!this.mayTry()) return { kind: "local" };
+    try {
+      const res = await this.breakerClient.acquire(
+        { dependency, service: this.options.service, attempt, traceId, requestId },
+        { timeoutMs: this.options.acquireTimeoutMs, headers: this.headers },
+      );
+      this.markConnected();
+      switch (res.decision) {
+        case AcquireDecision.ALLOW:
+          return { kind: "allow" };
+        case AcquireDecision.PROBE:
+          return { kind: "probe", permitId: res.permitId };
+        default:
+          return { kind: "reject", retryAtMs: Number(res.retryAtUnixMs) };
+      }
+    } catch (err) {
+      if (err instanceof ConnectError && err.code === Code.NotFound) {
+        this.policies.delete(dependency);
+        throw new PolicyNotFoundError(dependency);
+      }
+      if (!isUnreachable(err)) throw new ControlPlaneError("acquire was refused", err);
+      this.markUnreachable(err);
+      return { kind: "local" };
+    }
+  }
+
+  report(outcome: Omit<Outcome, "$typeName" | "$unknown">): void {
+    this.reporter.add(outcome);
+  }
+
+  /** Sends every queued outcome (as far as the server can be reached). */
+  async close(): Promise<void> {
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    this.reporter.resume();
+    await this.reporter.settle();
+  }
+
+  private mayTry(): boolean {
+    const r = this.reachability;
+    return r.kind === "connected" || Date.now() >= r.retryAtMs;
+  }
+
+  private markConnected(): void {
+    if (this.reachability.kind === "connected") return;
+    this.reachability = { kind: "connected" };
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.options.events.emit({ type: "control-plane", status: "connected" });
+    this.reporter.resume();
+  }
+
+  private markUnreachable(err: unknown): void {
+    const previous = this.reachability;
+    const failures = previous.kind === "unreachable" ? previous.failures + 1 : 1;
+    // Full jitter over a growing cap spreads a fleet's reconnects after a restart.
+    const capMs = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (failures - 1));
+    const waitMs = Math.round(capMs / 2 + (Math.random() * capMs) / 2);
+    const error = err instanceof Error ? err.message : String(err);
+    this.reachability = { kind: "unreachable", failures, retryAtMs: Date.now() + waitMs, error };
+    if (previous.kind === "connected") {
+      this.options.events.emit({ type: "control-plane", status: "unreachable", error });
+    }
+    // Queued outcomes are retried on this schedule even when no call comes along.
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.reporter.resume();
+    }, waitMs);
+    this.reconnectTimer.unref();
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

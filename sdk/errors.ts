@@ -1,0 +1,114 @@
+/**
+ * Errors a guarded call can end with. Each has a stable `name`, a `code`, a brand that survives
+ * duplicate installs of the SDK (checked by the type guards, not instanceof), and chains `cause`.
+ */
+
+const BRAND = Symbol.for("bulwark.error");
+
+export type BulwarkErrorCode =
+  | "circuit_open"
+  | "attempt_timeout"
+  | "deadline_exceeded"
+  | "retries_exhausted"
+  | "policy_not_found"
+  | "control_plane";
+
+export class BulwarkError extends Error {
+  readonly [BRAND] = true;
+  constructor(
+    readonly code: BulwarkErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The breaker refused the attempt; nothing was sent to the dependency. */
+export class CircuitOpenError extends BulwarkError {
+  override readonly name = "CircuitOpenError";
+  constructor(
+    readonly dependency: string,
+    /** When the breaker lets a probe through (Unix ms); 0 when unknown. */
+    readonly retryAtMs: number,
+  ) {
+    super("circuit_open", `circuit for ${dependency} is open`);
+  }
+}
+
+/** One attempt ran longer than the policy's per-attempt timeout. */
+export class AttemptTimeoutError extends BulwarkError {
+  override readonly name = "AttemptTimeoutError";
+  constructor(
+    readonly dependency: string,
+    readonly timeoutMs: number,
+  ) {
+    super("attempt_timeout", `attempt to ${dependency} timed out after ${timeoutMs} ms`);
+  }
+}
+
+/** The call's overall deadline passed before an attempt succeeded. */
+export class DeadlineExceededError extends BulwarkError {
+  override readonly name = "DeadlineExceededError";
+  constructor(
+    readonly dependency: string,
+    readonly deadlineMs: number,
+    cause?: unknown,
+  ) {
+    super("deadline_exceeded", `call to ${dependency} exceeded its ${deadlineMs} ms deadline`, {
+      cause,
+    });
+  }
+}
+
+/** Every permitted attempt failed; `cause` is the last failure. */
+export class RetriesExhaustedError extends BulwarkError {
+  override readonly name = "RetriesExhaustedError";
+  constructor(
+    readonly dependency: string,
+    readonly attempts: number,
+    cause: unknown,
+  ) {
+    super("retries_exhausted", `call to ${dependency} failed after ${attempts} attempt(s)`, {
+      cause,
+    });
+  }
+}
+
+/** The control plane holds no policy for the dependency: a configuration mistake. */
+export class PolicyNotFoundError extends BulwarkError {
+  override readonly name = "PolicyNotFoundError";
+  constructor(readonly dependency: string) {
+    super("policy_not_found", `no policy for dependency ${dependency}; create one first`);
+  }
+}
+
+/** The control plane answered with an error the SDK cannot work around. */
+export class ControlPlaneError extends BulwarkError {
+  override readonly name = "ControlPlaneError";
+  constructor(message: string, cause: unknown) {
+    super("control_plane", message, { cause });
+  }
+}
+
+function guard<T extends BulwarkError>(code: BulwarkErrorCode) {
+  return (value: unknown): value is T =>
+    typeof value === "object" &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[BRAND] === true &&
+    (value as BulwarkError).code === code;
+}
+
+export function isBulwarkError(value: unknown): value is BulwarkError {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[BRAND] === true
+  );
+}
+export const isCircuitOpenError = guard<CircuitOpenError>("circuit_open");
+export const isAttemptTimeoutError = guard<AttemptTimeoutError>("attempt_timeout");
+export const isDeadlineExceededError = guard<DeadlineExceededError>("deadline_exceeded");
+export const isRetriesExhaustedError = guard<RetriesExhaustedError>("retries_exhausted");
+export const isPolicyNotFoundError = guard<PolicyNotFoundError>("policy_not_found");
+export const isControlPlaneError = guard<ControlPlaneError>("control_plane");

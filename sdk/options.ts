@@ -1,0 +1,50 @@
+/** Options of createBulwark. */
+export interface BulwarkOptions {
+  /** The control plane's URL, e.g. `http://127.0.0.1:50051`. */
+  url: string;
+  /** This service's name: letters, digits, '.', '_' and '-', 1 to 128 characters. */
+  service: string;
+  /**
+   * How long an Acquire may take before the SDK decides locally, in milliseconds. Default 300.
+   */
+  acquireTimeoutMs?: number;
+}
+
+export interface NormalizedOptions {
+  url: string;
+  service: string;
+  acquireTimeoutMs: number;
+}
+
+/**
+ * A healthy Acquire takes about a millisecond on a LAN; 300 ms only lapses when the control
+ * plane is in trouble, and bounds what each call pays while the SDK notices it.
+ */
+export const DEFAULT_ACQUIRE_TIMEOUT_MS = 300;
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** Checks options and fills in defaults; a RangeError names the bad option and value. */
+export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
+  let url: URL;
+  try {
+    url = new URL(options.url);
+  } catch {
+    throw new RangeError(`options.url must be an http(s) URL; got ${JSON.stringify(options.url)}`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new RangeError(`options.url must be an http(s) URL; got ${JSON.stringify(options.url)}`);
+  }
+  if (typeof options.service !== "string" || !NAME.test(options.service)) {
+    throw new RangeError(
+      `options.service must be 1-128 letters, digits, '.', '_' or '-'; got ${JSON.stringify(options.service)}`,
+    );
+  }
+  const acquireTimeoutMs = options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS;
+  if (!Number.isInteger(acquireTimeoutMs) || acquireTimeoutMs < 1 || acquireTimeoutMs > 60_000) {
+    throw new RangeError(
+      `options.acquireTimeoutMs must be an integer in [1, 60000]; got ${acquireTimeoutMs}`,
+    );
+  }
+  return { url: options.url.replace(/\/+$/, ""), service: options.service, acquireTimeoutMs };
+}
