@@ -75,7 +75,8 @@ export async function spawnServerProcess(dbPath: string, port = 0): Promise<Serv
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;
         logs.push(entry);
-        if (entry.msg === "listening") resolve({ url: String(entry.url), port: Number(entry.port) });
+        if (entry.msg === "listening")
+          resolve({ url: String(entry.url), port: Number(entry.port) });
       } catch {
         // not a log line
       }

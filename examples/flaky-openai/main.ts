@@ -13,7 +13,7 @@ import {
   type FlakyOpenAI,
   startFlakyOpenAI,
 } from "./flaky-openai-server.ts";
-import { loadScenarioFile, ScenarioError, type Scenario } from "./scenario.ts";
+import { loadScenarioFile, type Scenario, ScenarioError } from "./scenario.ts";
 
 /** Exit status for a usage error, as most Unix tools use. */
 const EXIT_USAGE = 2;
