@@ -34,6 +34,8 @@ export interface Bulwark {
   on(listener: BulwarkEventListener): () => void;
   /** Whether the control plane answered the last time it was asked. */
   readonly controlPlaneConnected: boolean;
+  /** Resolves once every outcome queued so far has reached the control plane (or failed to). */
+  flush(): Promise<void>;
   /** Sends every queued outcome report. Calls made after close still work but are reported late. */
   close(): Promise<void>;
 }
@@ -71,6 +73,7 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
     get controlPlaneConnected() {
       return cp.connected;
     },
+    flush: () => cp.reporter.settle(),
     close: () => cp.close(),
   };
 }
