@@ -1,11 +1,11 @@
 import OpenAI, { BadRequestError } from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { BreakerState } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import {
   type FlakyOpenAI,
   startFlakyOpenAI,
 } from "../examples/flaky-openai/flaky-openai-server.ts";
 import { type FaultMode, parsePhase } from "../examples/flaky-openai/scenario.ts";
+import { BreakerState } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import {
   type Bulwark,
   type BulwarkEvent,

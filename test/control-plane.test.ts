@@ -1,0 +1,238 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import { connect } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BreakerState, OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
+import { type Event, EventSchema } from "../gen/bulwark/v1/event_pb.ts";
+import {
+  ListPoliciesRequestSchema,
+  type ListPoliciesResponse,
+  ListPoliciesResponseSchema,
+  PolicySchema,
+} from "../gen/bulwark/v1/policy_pb.ts";
+import { clientsFor, type NatsProcess, startNats, startTestServer, testPolicy } from "./harness.ts";
+
+let server: Awaited<ReturnType<typeof startTestServer>>;
+
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(async () => {
+  await server.cleanup();
+});
+
+async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
+  try {
+    await p;
+  } catch (err) {
+    const e = ConnectError.from(err);
+    return { code: e.code, message: e.rawMessage };
+  }
+  throw new Error("expected the call to fail");
+}
+
+describe("PolicyService", () => {
+  it("stores a policy with defaults and bumps the revision on each Put", async () => {
+    const { policies } = clientsFor(server.url);
+    const first = await policies.putPolicy({ policy: testPolicy("cp.revisions") });
+    expect(first.policy?.revision).toBe(1n);
+    expect(first.policy?.retry?.maxRetryAfterMs).toBe(30_000);
+    const second = await policies.putPolicy({
+      policy: testPolicy("cp.revisions", { timeoutMs: 900 }),
+      expectedRevision: 1n,
+    });
+    expect(second.policy?.revision).toBe(2n);
+    const stale = await codeOf(
+      policies.putPolicy({ policy: testPolicy("cp.revisions"), expectedRevision: 1n }),
+    );
+    expect(stale.code).toBe(Code.FailedPrecondition);
+    const got = await policies.getPolicy({ dependency: "cp.revisions" });
+    expect(got.policy?.timeoutMs).toBe(900);
+  });
+
+  it.each([
+    ["a negative timeout", { timeoutMs: -5 }, "policy.timeout_ms"],
+    [
+      "a threshold above 100 %",
+      { breaker: { failureRateThresholdPercent: 101 } },
+      "policy.breaker.failure_rate_threshold_percent",
+    ],
+    ["an empty name", { dependency: "" }, "policy.dependency"],
+    ["a timeout above the latency objective", { timeoutMs: 9_000 }, "policy.timeout_ms"],
+  ])(
+    "refuses %s with InvalidArgument naming the field, storing nothing",
+    async (_, change, field) => {
+      const { policies } = clientsFor(server.url);
+      const before = await policies.listPolicies({});
+      const { dependency, ...rest } = change as { dependency?: string } & Record<string, unknown>;
+      const base = testPolicy(dependency ?? "cp.invalid");
+      const policy = create(PolicySchema, {
+        ...base,
+        ...rest,
+        breaker: { ...base.breaker, ...(rest.breaker as object | undefined) },
+      });
+      const { code, message } = await codeOf(policies.putPolicy({ policy }));
+      expect(code).toBe(Code.InvalidArgument);
+      expect(message.startsWith(`${field}:`)).toBe(true);
+      const after = await policies.listPolicies({});
+      expect(after.policies).toEqual(before.policies);
+    },
+  );
+
+  it("answers NotFound for a missing policy and deletes with a revision check", async () => {
+    const { policies } = clientsFor(server.url);
+    expect((await codeOf(policies.getPolicy({ dependency: "cp.none" }))).code).toBe(Code.NotFound);
+    await policies.putPolicy({ policy: testPolicy("cp.delete") });
+    const wrong = await codeOf(
+      policies.deletePolicy({ dependency: "cp.delete", expectedRevision: 7n }),
+    );
+    expect(wrong.code).toBe(Code.FailedPrecondition);
+    const deleted = await policies.deletePolicy({ dependency: "cp.delete", expectedRevision: 1n });
+    expect(deleted.revision).toBe(1n);
+    expect((await codeOf(policies.getPolicy({ dependency: "cp.delete" }))).code).toBe(
+      Code.NotFound,
+    );
+  });
+
+  it("is reachable from a plain @grpc/grpc-js client over standard gRPC", async () => {
+    const { policies } = clientsFor(server.url);
+    await policies.putPolicy({ policy: testPolicy("cp.grpcjs") });
+    const Client = grpc.makeGenericClientConstructor(
+      {
+        ListPolicies: {
+          path: "/bulwark.v1.PolicyService/ListPolicies",
+          requestStream: false,
+          responseStream: false,
+          requestSerialize: (m: object) =>
+            Buffer.from(toBinary(ListPoliciesRequestSchema, create(ListPoliciesRequestSchema, m))),
+          requestDeserialize: (b: Buffer) => fromBinary(ListPoliciesRequestSchema, b),
+          responseSerialize: (m: ListPoliciesResponse) =>
+            Buffer.from(toBinary(ListPoliciesResponseSchema, m)),
+          responseDeserialize: (b: Buffer) => fromBinary(ListPoliciesResponseSchema, b),
+        },
+      },
+      "PolicyService",
+    );
+    const client = new Client(
+      `127.0.0.1:${server.port}`,
+      grpc.credentials.createInsecure(),
+    ) as grpc.Client & {
+      ListPolicies(
+        req: object,
+        cb: (err: grpc.ServiceError | null, res: ListPoliciesResponse) => void,
+      ): void;
+    };
+    try {
+      const res = await new Promise<ListPoliciesResponse>((resolve, reject) =>
+        client.ListPolicies({}, (err, r) => (err ? reject(err) : resolve(r))),
+      );
+      expect(res.policies.map((p) => p.dependency)).toContain("cp.grpcjs");
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe("BreakerService", () => {
+  it("refuses a malformed Report batch and changes no window", async () => {
+    const { policies, breakers } = clientsFor(server.url);
+    await policies.putPolicy({ policy: testPolicy("cp.report") });
+    const good = {
+      dependency: "cp.report",
+      service: "svc",
+      attempt: 1,
+      result: OutcomeResult.FAILURE,
+    };
+    const bad = await codeOf(
+      breakers.report({
+        outcomes: [good, good, { ...good, dependency: "bad name" }],
+      }),
+    );
+    expect(bad.code).toBe(Code.InvalidArgument);
+    expect(bad.message).toMatch(/^outcomes\[2\]\.dependency:/);
+    const empty = await codeOf(breakers.report({ outcomes: [] }));
+    expect(empty.code).toBe(Code.InvalidArgument);
+    const tooMany = await codeOf(breakers.report({ outcomes: Array(1001).fill(good) }));
+    expect(tooMany.code).toBe(Code.InvalidArgument);
+    const state = await breakers.getBreaker({ dependency: "cp.report" });
+    expect(state.breaker?.window?.calls).toBe(0);
+  });
+
+  it("streams a snapshot first and then each transition on Watch", async () => {
+    const { policies, breakers } = clientsFor(server.url);
+    await policies.putPolicy({ policy: testPolicy("cp.watch", { breaker: { minimumCalls: 1 } }) });
+    const controller = new AbortController();
+    const stream = breakers.watch({ dependencies: ["cp.watch"] }, { signal: controller.signal });
+    const iterator = stream[Symbol.asyncIterator]();
+    const first = await iterator.next();
+    expect(first.value?.kind.case).toBe("snapshot");
+    await breakers.report({
+      outcomes: [
+        { dependency: "cp.watch", service: "svc", attempt: 1, result: OutcomeResult.TIMEOUT },
+      ],
+    });
+    const next = await iterator.next();
+    expect(next.value?.kind.case).toBe("event");
+    const event = next.value?.kind.value as Event;
+    expect(event.kind.case).toBe("breakerTransition");
+    if (event.kind.case === "breakerTransition") {
+      expect(event.kind.value.to).toBe(BreakerState.OPEN);
+      expect(event.kind.value.window?.failures).toBe(1);
+    }
+    controller.abort();
+  });
+});
+
+describe("NATS events", () => {
+  let nats: NatsProcess;
+  let natsServer: Awaited<ReturnType<typeof startTestServer>>;
+  beforeAll(async () => {
+    nats = await startNats();
+    natsServer = await startTestServer({ natsUrl: nats.url });
+  });
+  afterAll(async () => {
+    await natsServer?.cleanup();
+    await nats?.stop();
+  });
+
+  it("publishes policy changes and transitions as protobuf Events", async () => {
+    const nc = await connect({ servers: nats.url });
+    try {
+      const received: Event[] = [];
+      const sub = nc.subscribe("bulwark.>");
+      const done = (async () => {
+        for await (const m of sub) {
+          received.push(fromBinary(EventSchema, m.data));
+          if (received.length === 2) break;
+        }
+      })();
+      await nc.flush();
+      // The server connects to NATS in the background; give it the first connection.
+      const { policies, breakers } = clientsFor(natsServer.url);
+      const deadline = Date.now() + 5_000;
+      await policies.putPolicy({
+        policy: testPolicy("cp.nats", { breaker: { minimumCalls: 1 } }),
+      });
+      while (received.length === 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        if (received.length === 0) {
+          await policies.putPolicy({
+            policy: testPolicy("cp.nats", { breaker: { minimumCalls: 1 } }),
+          });
+        }
+      }
+      await breakers.report({
+        outcomes: [
+          { dependency: "cp.nats", service: "svc", attempt: 1, result: OutcomeResult.FAILURE },
+        ],
+      });
+      await Promise.race([done, new Promise((r) => setTimeout(r, 5_000))]);
+      expect(received[0]?.kind.case).toBe("policyChanged");
+      const transition = received.find((e) => e.kind.case === "breakerTransition");
+      expect(transition?.eventId).toMatch(/^[0-9a-f-]{36}$/);
+    } finally {
+      await nc.close();
+    }
+  });
+});
