@@ -13,6 +13,8 @@ export type BulwarkEvent =
       admission: "allow" | "probe" | "local";
       traceId: string;
       spanId: string;
+      /** When the attempt went out (Unix ms), right after its admission. */
+      startedAtMs: number;
       result: AttemptResult;
       errorType: string;
       statusCode: number;

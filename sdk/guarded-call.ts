@@ -160,6 +160,7 @@ export async function guardedCall<T>(
     c: Pick<Classification, "result" | "errorType" | "statusCode" | "retryAfterMs">,
     latencyMs: number,
     spanId: string,
+    startedAtMs: number,
   ) => {
     cp.report({
       dependency,
@@ -182,6 +183,7 @@ export async function guardedCall<T>(
         admission: admission.kind,
         traceId,
         spanId,
+        startedAtMs,
         result: c.result,
         errorType: c.errorType,
         statusCode: c.statusCode,
@@ -209,6 +211,7 @@ export async function guardedCall<T>(
         },
         0,
         "",
+        0,
       );
       events.emit({
         type: "rejected",
@@ -225,6 +228,7 @@ export async function guardedCall<T>(
     const spanId = newSpanId();
     const attemptTimeoutMs = Math.max(1, Math.min(policy.timeoutMs, deadlineAtMs - Date.now()));
     const attemptStarted = performance.now();
+    const attemptStartedAtMs = Date.now();
     attemptsMade++;
     const end = await runAttempt(
       fn,
@@ -248,6 +252,7 @@ export async function guardedCall<T>(
           },
           latencyMs,
           spanId,
+          attemptStartedAtMs,
         );
         throw cancellationError(end.reason);
       case "timeout": {
@@ -280,12 +285,13 @@ export async function guardedCall<T>(
             },
             latencyMs,
             spanId,
+            attemptStartedAtMs,
           );
           return { value: end.value, degraded: false, attempts: attemptsMade, traceId };
         }
         c = valueClass;
         if (c.result === "ignored") {
-          report(attempt, admission, c, latencyMs, spanId);
+          report(attempt, admission, c, latencyMs, spanId, attemptStartedAtMs);
           return { value: end.value, degraded: false, attempts: attemptsMade, traceId };
         }
         if (lastFailedValue !== undefined) options.discardValue?.(lastFailedValue.value);
@@ -294,7 +300,7 @@ export async function guardedCall<T>(
         break;
       }
     }
-    report(attempt, admission, c, latencyMs, spanId);
+    report(attempt, admission, c, latencyMs, spanId, attemptStartedAtMs);
 
     // The caller's own error: returned at once, neither retried nor degraded.
     if (c.result === "ignored" && end.kind === "error") throw end.error;

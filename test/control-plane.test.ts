@@ -9,7 +9,6 @@ import {
   ListPoliciesRequestSchema,
   type ListPoliciesResponse,
   ListPoliciesResponseSchema,
-  PolicySchema,
 } from "../gen/bulwark/v1/policy_pb.ts";
 import { clientsFor, type NatsProcess, startNats, startTestServer, testPolicy } from "./harness.ts";
 
@@ -66,12 +65,10 @@ describe("PolicyService", () => {
       const { policies } = clientsFor(server.url);
       const before = await policies.listPolicies({});
       const { dependency, ...rest } = change as { dependency?: string } & Record<string, unknown>;
-      const base = testPolicy(dependency ?? "cp.invalid");
-      const policy = create(PolicySchema, {
-        ...base,
-        ...rest,
-        breaker: { ...base.breaker, ...(rest.breaker as object | undefined) },
+      const policy = testPolicy(dependency ?? "cp.invalid", {
+        breaker: rest.breaker as Record<string, unknown> | undefined,
       });
+      if (typeof rest.timeoutMs === "number") policy.timeoutMs = rest.timeoutMs;
       const { code, message } = await codeOf(policies.putPolicy({ policy }));
       expect(code).toBe(Code.InvalidArgument);
       expect(message.startsWith(`${field}:`)).toBe(true);
@@ -117,7 +114,7 @@ describe("PolicyService", () => {
     const client = new Client(
       `127.0.0.1:${server.port}`,
       grpc.credentials.createInsecure(),
-    ) as grpc.Client & {
+    ) as unknown as grpc.Client & {
       ListPolicies(
         req: object,
         cb: (err: grpc.ServiceError | null, res: ListPoliciesResponse) => void,

@@ -187,7 +187,7 @@ export function testPolicy(
     timeoutMs?: number;
     deadlineMs?: number;
     retry?: Record<string, unknown>;
-    breaker?: Record<string, unknown>;
+    breaker?: Record<string, unknown> | undefined;
   } = {},
 ): Policy {
   return create(PolicySchema, {
