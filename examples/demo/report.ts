@@ -1,0 +1,196 @@
+/**
+ * Turns what the demo observed into its report: per phase the traffic and what Bulwark did with
+ * it, every breaker transition, and a check of the promise that matters most: once the breaker
+ * opened during an outage, the upstream saw only the half-open probes.
+ */
+import type { Arrival, PhaseStats } from "../flaky-openai/flaky-openai-server.ts";
+import { phaseAt, type Scenario } from "../flaky-openai/scenario.ts";
+import type { AttemptRecord, RequestRecord, SdkEventRecord } from "./messages.ts";
+
+export interface TransitionRecord {
+  atMs: number;
+  from: string;
+  to: string;
+  reason: string;
+  calls: number;
+  failureRatePercent: number;
+}
+
+export interface PhaseReport {
+  name: string;
+  mode: string;
+  /** Phase start and end, relative to the scenario start, in ms. */
+  startMs: number;
+  endMs: number;
+  requests: number;
+  successes: number;
+  fallbacks: number;
+  errors: number;
+  retries: number;
+  breakerRejections: number;
+  upstreamCalls: number;
+  latencyMs: { p50: number; p95: number; p99: number };
+  /** Set for phases in which the breaker opened. */
+  afterOpen?: {
+    /** When the breaker first opened in this phase, relative to the scenario start. */
+    openedAtMs: number;
+    upstreamCalls: number;
+    /** Upstream calls that were half-open probes. */
+    probes: number;
+    /** Upstream calls admitted before the breaker opened (already in flight). */
+    admittedBeforeOpen: number;
+    /** Upstream calls admitted after the opening that were not probes: must be 0. */
+    unexpected: number;
+  };
+}
+
+export interface DemoReport {
+  scenario: string;
+  startedAt: string;
+  instances: number;
+  requestsPerSecond: number;
+  phases: PhaseReport[];
+  transitions: (TransitionRecord & { atRelativeMs: number })[];
+  totals: { requests: number; successes: number; fallbacks: number; errors: number };
+}
+
+export interface Observations {
+  scenario: Scenario;
+  startedAtMs: number;
+  instances: number;
+  requestsPerSecond: number;
+  stats: PhaseStats[];
+  arrivals: Arrival[];
+  requests: RequestRecord[];
+  attempts: AttemptRecord[];
+  events: SdkEventRecord[];
+  transitions: TransitionRecord[];
+}
+
+/** Nearest-rank percentile of sorted values; 0 for none. */
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return Math.round(sorted[rank]! * 10) / 10;
+}
+
+function spanOf(traceparent: string): string {
+  return traceparent.split("-")[2] ?? "";
+}
+
+export function buildReport(o: Observations): DemoReport {
+  const phaseOf = (atMs: number) => phaseAt(o.scenario, Math.max(0, atMs - o.startedAtMs)).index;
+  const attemptsBySpan = new Map(o.attempts.map((a) => [a.spanId, a]));
+  let startMs = 0;
+  const phases = o.scenario.phases.map((phase, index): PhaseReport => {
+    const endMs = index === o.scenario.phases.length - 1 ? Infinity : startMs + phase.durationMs;
+    const inPhase = (atMs: number) => phaseOf(atMs) === index;
+    const requests = o.requests.filter((r) => inPhase(r.startedAtMs));
+    const latencies = requests.map((r) => r.latencyMs).sort((a, b) => a - b);
+    const count = (type: SdkEventRecord["type"]) =>
+      o.events.filter((e) => e.type === type && inPhase(e.atMs)).length;
+    const report: PhaseReport = {
+      name: phase.name,
+      mode: phase.mode,
+      startMs,
+      endMs: Number.isFinite(endMs) ? endMs : startMs + phase.durationMs,
+      requests: requests.length,
+      successes: requests.filter((r) => r.outcome === "success").length,
+      fallbacks: requests.filter((r) => r.outcome === "fallback").length,
+      errors: requests.filter((r) => r.outcome === "error").length,
+      retries: count("retry"),
+      breakerRejections: count("rejected"),
+      upstreamCalls: o.stats[index]?.requests ?? 0,
+      latencyMs: {
+        p50: percentile(latencies, 50),
+        p95: percentile(latencies, 95),
+        p99: percentile(latencies, 99),
+      },
+    };
+    const opened = o.transitions.find((t) => t.to === "open" && inPhase(t.atMs));
+    if (opened !== undefined) {
+      const after = o.arrivals.filter((a) => a.phaseIndex === index && a.atMs >= opened.atMs);
+      let probes = 0;
+      let admittedBeforeOpen = 0;
+      let unexpected = 0;
+      for (const arrival of after) {
+        const attempt = attemptsBySpan.get(spanOf(arrival.traceparent));
+        if (attempt?.admission === "probe") probes++;
+        else if (attempt !== undefined && attempt.startedAtMs < opened.atMs) admittedBeforeOpen++;
+        else unexpected++;
+      }
+      report.afterOpen = {
+        openedAtMs: opened.atMs - o.startedAtMs,
+        upstreamCalls: after.length,
+        probes,
+        admittedBeforeOpen,
+        unexpected,
+      };
+    }
+    startMs += phase.durationMs;
+    return report;
+  });
+  const total = (outcome: RequestRecord["outcome"]) =>
+    o.requests.filter((r) => r.outcome === outcome).length;
+  return {
+    scenario: o.scenario.name,
+    startedAt: new Date(o.startedAtMs).toISOString(),
+    instances: o.instances,
+    requestsPerSecond: o.requestsPerSecond,
+    phases,
+    transitions: o.transitions.map((t) => ({ ...t, atRelativeMs: t.atMs - o.startedAtMs })),
+    totals: {
+      requests: o.requests.length,
+      successes: total("success"),
+      fallbacks: total("fallback"),
+      errors: total("error"),
+    },
+  };
+}
+
+function pad(value: string | number, width: number): string {
+  return String(value).padStart(width);
+}
+
+/** The report as text for the terminal. */
+export function formatReport(r: DemoReport): string {
+  const lines: string[] = [];
+  lines.push(
+    `Scenario ${r.scenario}: ${r.instances} instances × ${r.requestsPerSecond} req/s, started ${r.startedAt}`,
+    "",
+    `${"phase".padEnd(12)}${pad("time", 12)}${pad("requests", 10)}${pad("ok", 7)}${pad("retries", 9)}` +
+      `${pad("rejected", 10)}${pad("fallback", 10)}${pad("errors", 8)}${pad("upstream", 10)}` +
+      `${pad("p50 ms", 9)}${pad("p95 ms", 9)}${pad("p99 ms", 9)}`,
+  );
+  for (const p of r.phases) {
+    const time = `${(p.startMs / 1000).toFixed(0)}-${(p.endMs / 1000).toFixed(0)}s`;
+    lines.push(
+      `${p.name.padEnd(12)}${pad(time, 12)}${pad(p.requests, 10)}${pad(p.successes, 7)}` +
+        `${pad(p.retries, 9)}${pad(p.breakerRejections, 10)}${pad(p.fallbacks, 10)}` +
+        `${pad(p.errors, 8)}${pad(p.upstreamCalls, 10)}${pad(p.latencyMs.p50, 9)}` +
+        `${pad(p.latencyMs.p95, 9)}${pad(p.latencyMs.p99, 9)}`,
+    );
+  }
+  lines.push("", "Breaker transitions:");
+  if (r.transitions.length === 0) lines.push("  (none)");
+  for (const t of r.transitions) {
+    lines.push(
+      `  +${(t.atRelativeMs / 1000).toFixed(3).padStart(7)}s  ${t.from.padEnd(9)} -> ${t.to.padEnd(9)} ${t.reason}`,
+    );
+  }
+  for (const p of r.phases) {
+    if (p.afterOpen === undefined) continue;
+    const a = p.afterOpen;
+    lines.push(
+      "",
+      `In phase "${p.name}", after the breaker opened at +${(a.openedAtMs / 1000).toFixed(3)}s, the upstream received ${a.upstreamCalls} call(s): ` +
+        `${a.probes} half-open probe(s), ${a.admittedBeforeOpen} already in flight when it opened, ${a.unexpected} other.`,
+    );
+  }
+  lines.push(
+    "",
+    `Totals: ${r.totals.requests} requests, ${r.totals.successes} answered by the upstream, ` +
+      `${r.totals.fallbacks} degraded to the fallback, ${r.totals.errors} failed.`,
+  );
+  return lines.join("\n");
+}
