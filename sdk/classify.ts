@@ -67,6 +67,21 @@ export function classifyStatus(
   };
 }
 
+/**
+ * Reads a plain header object as Node and some HTTP clients give it: any case of name, numbers,
+ * and arrays for repeated headers (the first value counts).
+ */
+function plainHeaders(headers: Record<string, unknown>): { get(name: string): string | null } {
+  return {
+    get(name) {
+      const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
+      const value = key === undefined ? undefined : headers[key];
+      const first = Array.isArray(value) ? value[0] : value;
+      return typeof first === "string" || typeof first === "number" ? String(first) : null;
+    },
+  };
+}
+
 function codeOf(err: unknown): string | undefined {
   let current: unknown = err;
   for (let depth = 0; depth < 5 && typeof current === "object" && current !== null; depth++) {
@@ -90,7 +105,7 @@ export function classifyError(err: unknown, nowMs = Date.now()): Classification 
       headers instanceof Headers
         ? headers
         : typeof headers === "object" && headers !== null
-          ? { get: (n: string) => (headers as Record<string, string>)[n] ?? null }
+          ? plainHeaders(headers as Record<string, unknown>)
           : undefined;
     return classifyStatus(status, readable, nowMs);
   }
@@ -104,7 +119,7 @@ export function classifyError(err: unknown, nowMs = Date.now()): Classification 
     return {
       result: "failure",
       retryable: true,
-      errorType: code ?? (name || "fetch_failed"),
+      errorType: code ?? (CONNECTION_ERROR_NAMES.has(name) ? name : "fetch_failed"),
       statusCode: 0,
       retryAfterMs: undefined,
     };

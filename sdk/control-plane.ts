@@ -15,6 +15,11 @@ export const POLICY_REFRESH_MS = 5_000;
 /** First and longest wait before the SDK tries an unreachable control plane again. */
 export const RECONNECT_BASE_MS = 100;
 export const RECONNECT_MAX_MS = 5_000;
+/**
+ * How long a HALF_OPEN rejection is assumed to hold when the server cannot be asked: probes
+ * usually settle within seconds, after which calls should flow again.
+ */
+const LOCAL_HALF_OPEN_HOLD_MS = 5_000;
 /** A Report that has not been answered in this time counts as failed and is sent again later. */
 const REPORT_TIMEOUT_MS = 2_000;
 
@@ -64,6 +69,8 @@ export class ControlPlane {
   private readonly policyClient: Client<typeof PolicyService>;
   private readonly breakerClient: Client<typeof BreakerService>;
   private readonly policies = new Map<string, CachedPolicy>();
+  /** Per dependency, until when the server's last answer said the breaker rejects. */
+  private readonly lastRejectUntil = new Map<string, number>();
   private readonly headers: Record<string, string>;
   private reachability: Reachability = { kind: "connected" };
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -141,6 +148,19 @@ export class ControlPlane {
     }
   }
 
+  /**
+   * Decides without the server from the last answer it gave for the dependency: while that
+   * answer said the breaker is open, attempts are rejected until the time it named; otherwise
+   * they go out. A known shortcoming: outcomes seen meanwhile do not open a local breaker.
+   */
+  private decideLocally(dependency: string): Admission {
+    const openUntilMs = this.lastRejectUntil.get(dependency);
+    if (openUntilMs !== undefined && Date.now() < openUntilMs) {
+      return { kind: "reject", retryAtMs: openUntilMs };
+    }
+    return { kind: "local" };
+  }
+
   /** Asks the server whether an attempt may go out; decides locally when it cannot be asked. */
   async acquire(
     dependency: string,
@@ -148,12 +168,12 @@ export class ControlPlane {
     traceId: string,
     requestId: string,
   ): Promise<Admission> {
-    if (!this.mayTry()) return { kind: "local" };
+    if (!this.mayTry()) return this.decideLocally(dependency);
     // The server must have counted this instance's earlier outcomes before it decides.
     if (this.reporter.busy) {
       await Promise.race([this.reporter.settle(), delay(this.options.acquireTimeoutMs)]);
     }
-    if (!this.mayTry()) return { kind: "local" };
+    if (!this.mayTry()) return this.decideLocally(dependency);
     try {
       const res = await this.breakerClient.acquire(
         { dependency, service: this.options.service, attempt, traceId, requestId },
@@ -162,11 +182,18 @@ export class ControlPlane {
       this.markConnected();
       switch (res.decision) {
         case AcquireDecision.ALLOW:
+          this.lastRejectUntil.delete(dependency);
           return { kind: "allow" };
         case AcquireDecision.PROBE:
           return { kind: "probe", permitId: res.permitId };
-        default:
-          return { kind: "reject", retryAtMs: Number(res.retryAtUnixMs) };
+        default: {
+          const retryAtMs = Number(res.retryAtUnixMs);
+          // While probes are in flight the server names no time: hold off for one open wait's
+          // worth of the attempt timeout, after which the local decision lets calls through.
+          const untilMs = retryAtMs > 0 ? retryAtMs : Date.now() + LOCAL_HALF_OPEN_HOLD_MS;
+          this.lastRejectUntil.set(dependency, untilMs);
+          return { kind: "reject", retryAtMs };
+        }
       }
     } catch (err) {
       if (err instanceof ConnectError && err.code === Code.NotFound) {
@@ -175,7 +202,7 @@ export class ControlPlane {
       }
       if (!isUnreachable(err)) throw new ControlPlaneError("acquire was refused", err);
       this.markUnreachable(err);
-      return { kind: "local" };
+      return this.decideLocally(dependency);
     }
   }
 

@@ -37,9 +37,9 @@ export interface PhaseReport {
     upstreamCalls: number;
     /** Upstream calls that were half-open probes. */
     probes: number;
-    /** Upstream calls admitted before the breaker opened (already in flight). */
+    /** Upstream calls the server allowed while the breaker was still closed (in flight). */
     admittedBeforeOpen: number;
-    /** Upstream calls admitted after the opening that were not probes: must be 0. */
+    /** Upstream calls admitted locally or not matched to an attempt: must be 0. */
     unexpected: number;
   };
 }
@@ -109,14 +109,23 @@ export function buildReport(o: Observations): DemoReport {
     };
     const opened = o.transitions.find((t) => t.to === "open" && inPhase(t.atMs));
     if (opened !== undefined) {
-      const after = o.arrivals.filter((a) => a.phaseIndex === index && a.atMs >= opened.atMs);
+      // Until the breaker closes again, if it does within the phase.
+      const closedAtMs =
+        o.transitions.find((t) => t.to === "closed" && t.atMs > opened.atMs)?.atMs ?? Infinity;
+      const after = o.arrivals.filter(
+        (a) => a.phaseIndex === index && a.atMs >= opened.atMs && a.atMs < closedAtMs,
+      );
       let probes = 0;
       let admittedBeforeOpen = 0;
       let unexpected = 0;
+      // The server is the one place admissions are ordered: an ALLOW was necessarily given
+      // while the breaker was still CLOSED, so an allowed attempt arriving after the opening was
+      // in flight when it opened. Anything admitted locally, or not matched to an attempt the
+      // SDK made, is unexpected.
       for (const arrival of after) {
         const attempt = attemptsBySpan.get(spanOf(arrival.traceparent));
         if (attempt?.admission === "probe") probes++;
-        else if (attempt !== undefined && attempt.startedAtMs < opened.atMs) admittedBeforeOpen++;
+        else if (attempt?.admission === "allow") admittedBeforeOpen++;
         else unexpected++;
       }
       report.afterOpen = {

@@ -210,6 +210,10 @@ export function acquire(
       if (granted >= policy.breaker.halfOpenPermits) {
         return { decision: { kind: "reject", retryAtMs: 0 }, ...effect };
       }
+      // Returned and lapsed permits have no further use; dropping them bounds the map.
+      for (const [id, permit] of phase.permits) {
+        if (permit.settled || permit.expiresAtMs <= nowMs) phase.permits.delete(id);
+      }
       const expiresAtMs = nowMs + policy.timeoutMs + PERMIT_GRACE_MS;
       phase.permits.set(newPermitId, { expiresAtMs, settled: false });
       return {
@@ -239,9 +243,10 @@ function describeTrigger(breaker: Breaker, policy: PolicySpec): string | undefin
 
 /**
  * Counts one outcome. In CLOSED it fills the window and may open the breaker; in HALF_OPEN only
- * probes count: all permitted probes succeeding close it, any failed probe reopens it with a
- * longer wait. Outcomes that arrive while OPEN, and non-probe outcomes in HALF_OPEN, come from
- * attempts admitted before the breaker opened and are not counted.
+ * probes holding a live permit count: all permitted probes succeeding close it, any failed probe
+ * reopens it with a longer wait, and a probe that is not counted (cancelled, the caller's own
+ * error) gives its permit back. Outcomes that arrive while OPEN, and non-probe outcomes in
+ * HALF_OPEN, come from attempts admitted before the breaker opened and are not counted.
  */
 export function record(
   breaker: Breaker,
@@ -250,22 +255,21 @@ export function record(
   nowMs: number,
 ): Effect {
   const none: Effect = { transitions: [], stateChanged: false };
-  if (outcome.result === "not-counted") return none;
-  const failure = outcome.result !== "success";
   const phase = breaker.phase;
-
-  if (phase.kind === "closed") {
-    breaker.window.push(failure);
-    breaker.consecutiveFailures = failure ? breaker.consecutiveFailures + 1 : 0;
-    const trigger = failure ? describeTrigger(breaker, policy) : undefined;
-    if (trigger === undefined) return none;
-    return { transitions: [open(breaker, policy, nowMs, trigger)], stateChanged: true };
-  }
 
   if (phase.kind === "half-open") {
     const permit = outcome.permitId === "" ? undefined : phase.permits.get(outcome.permitId);
-    if (permit === undefined || permit.settled) return none;
+    // A lapsed permit was already given back by its expiry and possibly granted again: its late
+    // outcome must not decide for the probe that replaced it.
+    if (permit === undefined || permit.settled || permit.expiresAtMs <= nowMs) return none;
     permit.settled = true;
+    // A probe the caller cancelled, or that met the caller's own error, says nothing about the
+    // dependency: its permit comes back so another attempt can probe.
+    if (outcome.result === "not-counted") {
+      phase.permits.delete(outcome.permitId);
+      return { transitions: [], stateChanged: true };
+    }
+    const failure = outcome.result !== "success";
     if (failure) {
       const reason = `probe failed (${outcome.errorType || outcome.result})`;
       return { transitions: [open(breaker, policy, nowMs, reason)], stateChanged: true };
@@ -276,6 +280,17 @@ export function record(
       return { transitions: [close(breaker, nowMs, reason)], stateChanged: true };
     }
     return { transitions: [], stateChanged: true };
+  }
+
+  if (phase.kind === "closed" && outcome.result !== "not-counted") {
+    const failure = outcome.result !== "success";
+    breaker.window.push(failure);
+    breaker.consecutiveFailures = failure ? breaker.consecutiveFailures + 1 : 0;
+    // Evaluated after successes too: the call that brings the window to minimumCalls may be a
+    // success while the rate is already over the threshold.
+    const trigger = describeTrigger(breaker, policy);
+    if (trigger === undefined) return none;
+    return { transitions: [open(breaker, policy, nowMs, trigger)], stateChanged: true };
   }
 
   return none;

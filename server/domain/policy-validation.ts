@@ -24,6 +24,8 @@ import {
 } from "./policy.ts";
 
 const HOUR_MS = 3_600_000;
+/** Longest explicit deadline: ten minutes, or one attempt's timeout when that is longer. */
+const MAX_DEADLINE_MS = 10 * 60_000;
 
 /** An integer in [min, max], or the default when unset. */
 function int(field: string, value: number | undefined, min: number, max: number, dflt: number) {
@@ -220,7 +222,7 @@ export function normalizePolicy(input: Policy | undefined): PolicySpec {
     "policy.deadline_ms",
     input.deadlineMs,
     timeoutMs,
-    10 * 60_000,
+    Math.max(MAX_DEADLINE_MS, timeoutMs),
     Math.min(budgetMs, Math.max(MAX_DEFAULT_DEADLINE_MS, timeoutMs)),
   );
 

@@ -50,8 +50,10 @@ export type Policy = Message<"bulwark.v1.Policy"> & {
   timeoutMs: number;
 
   /**
-   * Overall deadline of one call including retries and back-off, in milliseconds. Default: the
-   * retry budget (timeout_ms × max_attempts plus back-off), capped at 60 000.
+   * Overall deadline of one call including retries and back-off, in milliseconds, from
+   * timeout_ms up to 600 000 (or timeout_ms when that is longer). Default: the retry budget
+   * (timeout_ms × max_attempts plus every back-off at its cap), at most 60 000 unless timeout_ms
+   * itself is longer.
    *
    * @generated from field: optional int32 deadline_ms = 5;
    */
