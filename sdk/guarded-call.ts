@@ -43,6 +43,11 @@ export interface CallOptions<T> {
   discardValue?: (value: T) => void;
   /** The W3C trace id to use; a new one when unset. */
   traceId?: string;
+  /**
+   * The event_id of the application event that led to this call. A breaker transition the call
+   * causes names it as its cause, so the causal chain can be rebuilt.
+   */
+  causationId?: string;
 }
 
 export interface CallResult<T> {
@@ -174,6 +179,7 @@ export async function guardedCall<T>(
       retryAfterMs: Math.min(c.retryAfterMs ?? 0, 86_400_000),
       traceId,
       requestId,
+      causationId: options.causationId ?? "",
     });
     if (events.active && admission.kind !== "reject") {
       events.emit({

@@ -1,11 +1,17 @@
+import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
+import { AuditService } from "../gen/bulwark/v1/audit_pb.ts";
 import { BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import { Health } from "../gen/grpc/health/v1/health_pb.ts";
+import { AuditLog } from "./audit/audit-log.ts";
+import { AuditMirror } from "./audit/audit-mirror.ts";
+import { AuditStore } from "./audit/audit-store.ts";
 import { BreakerRegistry } from "./domain/breaker-registry.ts";
 import { PolicyRegistry } from "./domain/policy-registry.ts";
 import { EventHub } from "./events/event-hub.ts";
 import { NatsPublisher } from "./events/nats-publisher.ts";
+import { auditService } from "./rpc/audit-service.ts";
 import { boundaryInterceptor } from "./rpc/boundary-interceptor.ts";
 import { breakerService } from "./rpc/breaker-service.ts";
 import { healthService } from "./rpc/health-service.ts";
@@ -18,6 +24,13 @@ import { listen } from "./transport.ts";
 export interface ServerOptions {
   /** SQLite file of the operational state; created when missing. */
   dbPath: string;
+  /**
+   * SQLite file of the audit log, kept apart so it can live on write-once storage with its own
+   * retention. Default: the operational file's path with `.audit` before its extension.
+   */
+  auditDbPath?: string | undefined;
+  /** File holding the key for HMAC-SHA-256 payload hashes; plain SHA-256 when unset. */
+  auditKeyFile?: string | undefined;
   host: string;
   /** 0 picks a free port. */
   port: number;
@@ -40,12 +53,27 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
   const { logger } = options;
   const clock = options.clock ?? Date.now;
   const db = openDatabase(options.dbPath);
+  const auditStore = new AuditStore(options.auditDbPath ?? defaultAuditPath(options.dbPath));
+  const auditKey =
+    options.auditKeyFile === undefined ? undefined : readFileSync(options.auditKeyFile);
   const hub = new EventHub();
   const policies = new PolicyRegistry(new PolicyStore(db), hub, clock);
   const breakers = new BreakerRegistry(new BreakerStore(db), policies, hub, clock, logger);
   const nats =
     options.natsUrl === undefined ? undefined : NatsPublisher.start(options.natsUrl, logger);
   const unsubscribeNats = nats === undefined ? () => {} : hub.subscribe((e) => nats.publish(e));
+  const mirror = nats === undefined ? undefined : new AuditMirror(nats, logger);
+  const audit = new AuditLog(auditStore, auditKey, clock, (records) => mirror?.enqueue(records));
+  // Every state change is audited right after it is committed, before the RPC that made it
+  // answers. Known shortcoming: the audit file is a separate SQLite database, so a crash between
+  // the two commits loses that one audit record while the change itself stays.
+  const unsubscribeAudit = hub.subscribe((event) => {
+    try {
+      audit.recordDomainEvent(event);
+    } catch (err) {
+      logger.error({ err, eventId: event.eventId, kind: event.kind }, "audit append failed");
+    }
+  });
   const shutdown = new AbortController();
 
   let transport: Awaited<ReturnType<typeof listen>>;
@@ -57,15 +85,20 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
       routes: (router) => {
         router.service(PolicyService, policyService(policies));
         router.service(BreakerService, breakerService(breakers, policies, hub, shutdown.signal));
+        router.service(AuditService, auditService(audit));
         router.service(
           Health,
-          healthService([PolicyService.typeName, BreakerService.typeName], shutdown.signal),
+          healthService(
+            [PolicyService.typeName, BreakerService.typeName, AuditService.typeName],
+            shutdown.signal,
+          ),
         );
       },
     });
   } catch (err) {
     breakers.close();
     db.close();
+    auditStore.close();
     await nats?.close();
     throw err;
   }
@@ -85,11 +118,20 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
         await transport.close();
         unsubscribeNats();
         breakers.close();
+        unsubscribeAudit();
         await nats?.close();
         db.close();
+        auditStore.close();
         logger.info("closed");
       })();
       return closing;
     },
   };
+}
+
+/** `bulwark.db` → `bulwark.audit.db`; a path without an extension gets `.audit`. */
+export function defaultAuditPath(dbPath: string): string {
+  const dot = dbPath.lastIndexOf(".");
+  const slash = dbPath.lastIndexOf("/");
+  return dot > slash + 1 ? `${dbPath.slice(0, dot)}.audit${dbPath.slice(dot)}` : `${dbPath}.audit`;
 }

@@ -1,3 +1,4 @@
+import { statSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 /** The gRPC port conventionally used for a local control plane. */
@@ -9,6 +10,8 @@ export const DEFAULT_DB_PATH = "bulwark.db";
 
 export interface ServerConfig {
   dbPath: string;
+  auditDbPath: string | undefined;
+  auditKeyFile: string | undefined;
   host: string;
   port: number;
   natsUrl: string | undefined;
@@ -22,6 +25,8 @@ export class UsageError extends Error {
 
 export const USAGE = `Usage: bulwark-server [options]
   --db PATH         SQLite file (env BULWARK_DB; default ${DEFAULT_DB_PATH})
+  --audit-db PATH   audit log SQLite file (env BULWARK_AUDIT_DB; default: --db with .audit)
+  --audit-key-file F  key for HMAC-SHA-256 payload hashes (env BULWARK_AUDIT_KEY_FILE)
   --host HOST       listen address (env BULWARK_HOST; default ${DEFAULT_HOST})
   --port N          listen port, 0 for any free one (env BULWARK_PORT; default ${DEFAULT_PORT})
   --nats URL[,URL]  publish events on NATS (env BULWARK_NATS_URL; default: Watch stream only)
@@ -38,6 +43,8 @@ export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): Serve
       strict: true,
       options: {
         db: { type: "string" },
+        "audit-db": { type: "string" },
+        "audit-key-file": { type: "string" },
         host: { type: "string" },
         port: { type: "string" },
         nats: { type: "string" },
@@ -73,8 +80,25 @@ export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): Serve
       `--nats must be a NATS URL such as nats://127.0.0.1:4222; got ${JSON.stringify(natsUrl)}`,
     );
   }
+  const auditDbPath = str("audit-db", "BULWARK_AUDIT_DB") || undefined;
+  const auditKeyFile = str("audit-key-file", "BULWARK_AUDIT_KEY_FILE") || undefined;
+  if (auditKeyFile !== undefined) {
+    let size: number;
+    try {
+      size = statSync(auditKeyFile).size;
+    } catch {
+      throw new UsageError(`--audit-key-file cannot be read: ${JSON.stringify(auditKeyFile)}`);
+    }
+    if (size < 16) {
+      throw new UsageError(
+        `--audit-key-file must hold at least 16 bytes; ${auditKeyFile} has ${size}`,
+      );
+    }
+  }
   return {
     dbPath,
+    auditDbPath,
+    auditKeyFile,
     host: str("host", "BULWARK_HOST") ?? DEFAULT_HOST,
     port,
     natsUrl,

@@ -12,6 +12,7 @@ import { create } from "@bufbuild/protobuf";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import pino from "pino";
+import { AuditService } from "../gen/bulwark/v1/audit_pb.ts";
 import { BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
 import { type Policy, PolicySchema, PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import { type BulwarkServer, startServer } from "../server/bulwark-server.ts";
@@ -57,10 +58,23 @@ export interface ServerProcess {
 }
 
 /** The control plane as its own process (`server/main.ts`), so a test can SIGKILL it. */
-export async function spawnServerProcess(dbPath: string, port = 0): Promise<ServerProcess> {
+export async function spawnServerProcess(
+  dbPath: string,
+  port = 0,
+  extraArgs: string[] = [],
+): Promise<ServerProcess> {
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", join(ROOT, "server/main.ts"), "--db", dbPath, "--port", String(port)],
+    [
+      "--import",
+      "tsx",
+      join(ROOT, "server/main.ts"),
+      "--db",
+      dbPath,
+      "--port",
+      String(port),
+      ...extraArgs,
+    ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
   const logs: Record<string, unknown>[] = [];
@@ -170,13 +184,23 @@ export async function startNats(): Promise<NatsProcess> {
 export interface Clients {
   policies: Client<typeof PolicyService>;
   breakers: Client<typeof BreakerService>;
+  audit: Client<typeof AuditService>;
 }
 
-export function clientsFor(url: string): Clients {
-  const transport = createGrpcTransport({ baseUrl: url });
+export function clientsFor(url: string, principal = "test-operator"): Clients {
+  const transport = createGrpcTransport({
+    baseUrl: url,
+    interceptors: [
+      (next) => (req) => {
+        req.header.set("x-bulwark-principal", principal);
+        return next(req);
+      },
+    ],
+  });
   return {
     policies: createClient(PolicyService, transport),
     breakers: createClient(BreakerService, transport),
+    audit: createClient(AuditService, transport),
   };
 }
 

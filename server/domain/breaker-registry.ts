@@ -32,7 +32,20 @@ export interface ReportedOutcome {
   result: CountedResult;
   errorType: string;
   traceId: string;
+  /** The application event that led to the call, if the caller named one. */
+  causationId: string;
 }
+
+/** Who and what caused a transition. */
+interface Cause {
+  traceId: string;
+  /** Empty: the breaker's previous transition is named as the cause. */
+  causationId: string;
+  principal: string;
+}
+
+/** The principal of transitions the server's own timer makes. */
+const SERVER_PRINCIPAL = "bulwark-server";
 
 /** A breaker's state as served by Get, List and Watch. */
 export interface BreakerView {
@@ -55,6 +68,10 @@ export interface AcquireAnswer {
   decision: AcquireDecision;
   state: Breaker["phase"]["kind"];
   policyRevision: number;
+}
+
+function serverCause(): Cause {
+  return { traceId: "", causationId: "", principal: SERVER_PRINCIPAL };
 }
 
 function keyOf(dependency: string, service: string): string {
@@ -91,7 +108,7 @@ export class BreakerRegistry {
     // Resume every breaker where it was: an OPEN one whose wait ran out while the server was
     // down moves to HALF_OPEN now, the others get their timer for the remaining wait.
     for (const breaker of this.breakers.values()) {
-      this.commit([breaker], tick(breaker, nowMs), "");
+      this.commit([breaker], tick(breaker, nowMs), serverCause());
       this.schedule(breaker);
     }
     this.flushTimer = setInterval(() => this.flushWindows(), WINDOW_FLUSH_INTERVAL_MS);
@@ -113,11 +130,11 @@ export class BreakerRegistry {
     return breaker;
   }
 
-  acquire(dependency: string, service: string, traceId: string): AcquireAnswer {
+  acquire(dependency: string, service: string, traceId: string, principal: string): AcquireAnswer {
     const policy = this.policies.require(dependency);
     const breaker = this.breakerFor(policy, service);
     const result = acquire(breaker, policy, this.clock(), randomUUID());
-    this.commit([breaker], result, traceId);
+    this.commit([breaker], result, { traceId, causationId: "", principal });
     return {
       decision: result.decision,
       state: breaker.phase.kind,
@@ -126,11 +143,11 @@ export class BreakerRegistry {
   }
 
   /** Counts a batch of outcomes; returns how many counted towards a window. */
-  report(outcomes: readonly ReportedOutcome[]): number {
+  report(outcomes: readonly ReportedOutcome[], principal: string): number {
     const nowMs = this.clock();
     const changed = new Set<Breaker>();
     const transitions: Transition[] = [];
-    const traceIds: string[] = [];
+    const causes: Cause[] = [];
     let counted = 0;
     for (const outcome of outcomes) {
       const policy = this.policies.get(outcome.dependency);
@@ -143,7 +160,7 @@ export class BreakerRegistry {
       else if (outcome.result !== "not-counted") this.dirty.add(breaker);
       for (const t of effect.transitions) {
         transitions.push(t);
-        traceIds.push(outcome.traceId);
+        causes.push({ traceId: outcome.traceId, causationId: outcome.causationId, principal });
       }
     }
     if (changed.size > 0) {
@@ -152,7 +169,7 @@ export class BreakerRegistry {
         this.dirty.delete(b);
         this.schedule(b);
       }
-      for (const [i, t] of stored.entries()) this.announce(t, traceIds[i] ?? "");
+      for (const [i, t] of stored.entries()) this.announce(t, causes[i] ?? serverCause());
     }
     return counted;
   }
@@ -199,20 +216,21 @@ export class BreakerRegistry {
   }
 
   /** Persists an engine effect on `breakers` before the caller answers, then publishes. */
-  private commit(breakers: Breaker[], effect: Effect, traceId: string): void {
+  private commit(breakers: Breaker[], effect: Effect, cause: Cause): void {
     if (!effect.stateChanged) return;
     const stored = this.store.save(breakers, effect.transitions);
     for (const b of breakers) {
       this.dirty.delete(b);
       this.schedule(b);
     }
-    for (const t of stored) this.announce(t, traceId);
+    for (const t of stored) this.announce(t, cause);
   }
 
-  private announce(transition: StoredTransition, traceId: string): void {
+  private announce(transition: StoredTransition, cause: Cause): void {
     const key = keyOf(transition.dependency, transition.service);
     const eventId = randomUUID();
-    const causationId = this.lastEventIds.get(key) ?? "";
+    const causationId = cause.causationId || (this.lastEventIds.get(key) ?? "");
+    const traceId = cause.traceId;
     this.lastEventIds.set(key, eventId);
     this.logger.info(
       {
@@ -233,6 +251,7 @@ export class BreakerRegistry {
       correlationId: traceId,
       causationId,
       atMs: transition.atMs,
+      principal: cause.principal,
     });
   }
 
@@ -247,7 +266,7 @@ export class BreakerRegistry {
     const timer = setTimeout(() => {
       this.timers.delete(key);
       try {
-        this.commit([breaker], tick(breaker, this.clock()), "");
+        this.commit([breaker], tick(breaker, this.clock()), serverCause());
       } catch (err) {
         this.logger.error({ err, dependency: breaker.dependency }, "breaker timer failed");
       }

@@ -50,6 +50,7 @@ export class PolicyRegistry {
       correlationId: traceId,
       causationId: "",
       atMs: nowMs,
+      principal,
     });
     return stored;
   }
@@ -71,6 +72,7 @@ export class PolicyRegistry {
       correlationId: traceId,
       causationId: "",
       atMs: this.clock(),
+      principal,
     });
     return revision;
   }

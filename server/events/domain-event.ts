@@ -9,6 +9,8 @@ export interface EventEnvelope {
   /** The event_id of the event that caused this one; empty when none is known. */
   causationId: string;
   atMs: number;
+  /** Who caused it: the caller of the RPC, or the server itself for its own timers. */
+  principal: string;
 }
 
 export type DomainEvent = EventEnvelope &

@@ -71,6 +71,12 @@ export class NatsPublisher {
     }
   }
 
+  /** The open connection, if there is one (the audit mirror publishes on it too). */
+  get current(): NatsConnection | undefined {
+    const nc = this.connection;
+    return nc === undefined || nc.isClosed() ? undefined : nc;
+  }
+
   publish(event: DomainEvent): void {
     const nc = this.connection;
     if (nc === undefined || nc.isClosed()) {

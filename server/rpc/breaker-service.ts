@@ -56,8 +56,13 @@ export function breakerService(
       intArg("attempt", req.attempt, 0, 1_000);
       textArg("trace_id", req.traceId, MAX_ID_LENGTH);
       textArg("request_id", req.requestId, MAX_ID_LENGTH);
-      const traceId = req.traceId || callInfo(ctx).traceId;
-      const answer = breakers.acquire(req.dependency, req.service, traceId);
+      const info = callInfo(ctx);
+      const answer = breakers.acquire(
+        req.dependency,
+        req.service,
+        req.traceId || info.traceId,
+        info.principal,
+      );
       const d = answer.decision;
       return {
         decision:
@@ -74,7 +79,7 @@ export function breakerService(
       };
     },
 
-    report(req) {
+    report(req, ctx) {
       if (req.outcomes.length === 0 || req.outcomes.length > MAX_REPORT_BATCH) {
         throw new InvalidArgumentError(
           "outcomes",
@@ -101,9 +106,10 @@ export function breakerService(
           result,
           errorType: textArg(`${at}.error_type`, o.errorType, MAX_ID_LENGTH),
           traceId: textArg(`${at}.trace_id`, o.traceId, MAX_ID_LENGTH),
+          causationId: textArg(`${at}.causation_id`, o.causationId, MAX_ID_LENGTH),
         };
       });
-      return { counted: breakers.report(outcomes) };
+      return { counted: breakers.report(outcomes, callInfo(ctx).principal) };
     },
 
     getBreaker(req) {

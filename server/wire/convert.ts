@@ -3,6 +3,7 @@
  * milliseconds travel as int64 (bigint in the generated code) and become numbers here, once.
  */
 import { create } from "@bufbuild/protobuf";
+import { type AuditRecord, AuditRecordSchema } from "../../gen/bulwark/v1/audit_pb.ts";
 import {
   BreakerState,
   type BreakerStatus,
@@ -12,6 +13,7 @@ import {
 } from "../../gen/bulwark/v1/breaker_types_pb.ts";
 import { type Event, EventSchema } from "../../gen/bulwark/v1/event_pb.ts";
 import { BreakerScope, Jitter, type Policy, PolicySchema } from "../../gen/bulwark/v1/policy_pb.ts";
+import type { AuditRecordRow } from "../audit/audit-store.ts";
 import type { BreakerStateName } from "../domain/breaker-engine.ts";
 import type { BreakerView } from "../domain/breaker-registry.ts";
 import type { JitterMode, PolicySpec } from "../domain/policy.ts";
@@ -116,4 +118,21 @@ export function eventToWire(e: DomainEvent): Event {
         },
       });
   }
+}
+
+export function auditRecordToWire(r: AuditRecordRow): AuditRecord {
+  return create(AuditRecordSchema, {
+    sequence: BigInt(r.sequence),
+    eventId: r.eventId,
+    eventType: r.eventType,
+    aggregateId: r.aggregateId,
+    payloadHash: r.payloadHash,
+    producer: r.producer,
+    principal: r.principal,
+    timestampUnixMs: BigInt(r.timestampMs),
+    traceId: r.traceId,
+    causationId: r.causationId,
+    prevHash: r.prevHash,
+    hash: r.hash,
+  });
 }

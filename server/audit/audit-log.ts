@@ -1,0 +1,193 @@
+import { randomUUID } from "node:crypto";
+import type { DomainEvent } from "../events/domain-event.ts";
+import { canonicalJson, GENESIS_HASH, payloadHash, recordHash } from "./audit-chain.ts";
+import type { AuditQuery, AuditRecordRow, AuditStore, PendingEntry } from "./audit-store.ts";
+
+/** The producer name of events the server itself records. */
+export const SERVER_PRODUCER = "bulwark-server";
+/** Largest causal tree Trace assembles; a trace beyond it is cut and says so. */
+export const MAX_TRACE_RECORDS = 10_000;
+
+/** An entry a service appends, validated by the RPC layer. */
+export interface AppendInput {
+  eventId: string;
+  eventType: string;
+  aggregateId: string;
+  payload: Uint8Array;
+  producer: string;
+  traceId: string;
+  causationId: string;
+}
+
+export interface VerifyResult {
+  valid: boolean;
+  recordsChecked: number;
+  firstInvalidSequence: number;
+  problem: string;
+  headHash: string;
+}
+
+export interface TraceNode {
+  record: AuditRecordRow;
+  children: TraceNode[];
+}
+
+/**
+ * The audit log: appends (from services and from the server's own domain events), queries,
+ * verification of the chain and causal traces. `onAppended` sees every stored record, in chain
+ * order (the JetStream mirror hangs there).
+ */
+export class AuditLog {
+  constructor(
+    private readonly store: AuditStore,
+    private readonly key: Buffer | undefined,
+    private readonly clock: () => number,
+    private readonly onAppended: (records: AuditRecordRow[]) => void = () => {},
+  ) {}
+
+  append(inputs: readonly AppendInput[], principal: string): AuditRecordRow[] {
+    const timestampMs = this.clock();
+    const entries: PendingEntry[] = inputs.map((e) => ({
+      eventId: e.eventId || randomUUID(),
+      eventType: e.eventType,
+      aggregateId: e.aggregateId,
+      payloadHash: payloadHash(e.payload, this.key),
+      producer: e.producer || principal,
+      principal,
+      timestampMs,
+      traceId: e.traceId,
+      causationId: e.causationId,
+    }));
+    const records = this.store.append(entries);
+    this.onAppended(records);
+    return records;
+  }
+
+  /** Records one of the server's domain events, with the principal that caused it. */
+  recordDomainEvent(event: DomainEvent): AuditRecordRow {
+    const { eventType, aggregateId, body } = describe(event);
+    const [record] = this.append(
+      [
+        {
+          eventId: event.eventId,
+          eventType,
+          aggregateId,
+          payload: Buffer.from(canonicalJson(body)),
+          producer: SERVER_PRODUCER,
+          traceId: event.correlationId,
+          causationId: event.causationId,
+        },
+      ],
+      event.principal,
+    );
+    return record!;
+  }
+
+  query(q: AuditQuery): AuditRecordRow[] {
+    return this.store.query(q);
+  }
+
+  /** Walks the whole chain and stops at the first record that does not match. */
+  verify(): VerifyResult {
+    let expected = 1;
+    let prevHash = GENESIS_HASH;
+    const fail = (sequence: number, problem: string): VerifyResult => ({
+      valid: false,
+      recordsChecked: expected - 1,
+      firstInvalidSequence: sequence,
+      problem,
+      headHash: prevHash,
+    });
+    for (const r of this.store.scan()) {
+      if (r.sequence !== expected) {
+        return fail(expected, `record ${expected} is missing (next present is ${r.sequence})`);
+      }
+      if (r.prevHash !== prevHash) {
+        return fail(r.sequence, `prev_hash does not match the hash of record ${r.sequence - 1}`);
+      }
+      if (recordHash(prevHash, r) !== r.hash) {
+        return fail(r.sequence, "hash does not match the record's fields");
+      }
+      prevHash = r.hash;
+      expected++;
+    }
+    return {
+      valid: true,
+      recordsChecked: expected - 1,
+      firstInvalidSequence: 0,
+      problem: "",
+      headHash: prevHash,
+    };
+  }
+
+  /**
+   * The causal tree of a trace: its records, plus records in other traces that name one of them
+   * as their cause, linked by causation_id.
+   */
+  trace(traceId: string): { roots: TraceNode[]; truncated: boolean } {
+    const found = new Map<string, AuditRecordRow>();
+    for (const r of this.store.query({
+      traceId,
+      aggregateId: "",
+      eventType: "",
+      fromMs: 0,
+      toMs: 0,
+      afterSequence: 0,
+      limit: MAX_TRACE_RECORDS,
+    })) {
+      found.set(r.eventId, r);
+    }
+    let frontier = [...found.keys()];
+    while (frontier.length > 0 && found.size < MAX_TRACE_RECORDS) {
+      const next: string[] = [];
+      for (const id of frontier) {
+        for (const r of this.store.causedBy(id)) {
+          if (found.has(r.eventId) || found.size >= MAX_TRACE_RECORDS) continue;
+          found.set(r.eventId, r);
+          next.push(r.eventId);
+        }
+      }
+      frontier = next;
+    }
+    const nodes = new Map<string, TraceNode>();
+    for (const r of [...found.values()].sort((a, b) => a.sequence - b.sequence)) {
+      nodes.set(r.eventId, { record: r, children: [] });
+    }
+    const roots: TraceNode[] = [];
+    for (const node of nodes.values()) {
+      const parent = nodes.get(node.record.causationId);
+      if (parent !== undefined && parent !== node) parent.children.push(node);
+      else roots.push(node);
+    }
+    return { roots, truncated: found.size >= MAX_TRACE_RECORDS };
+  }
+}
+
+function describe(event: DomainEvent): {
+  eventType: string;
+  aggregateId: string;
+  body: unknown;
+} {
+  switch (event.kind) {
+    case "breaker-transition": {
+      const t = event.transition;
+      return {
+        eventType: "breaker.transition",
+        aggregateId: t.service === "" ? t.dependency : `${t.dependency}/${t.service}`,
+        body: t,
+      };
+    }
+    case "policy-changed":
+      return {
+        eventType: "policy.changed",
+        aggregateId: event.policy.dependency,
+        body: event.policy,
+      };
+    case "policy-deleted":
+      return {
+        eventType: "policy.deleted",
+        aggregateId: event.dependency,
+        body: { dependency: event.dependency, revision: event.revision },
+      };
+  }
+}

@@ -1,0 +1,157 @@
+import type { Db } from "../storage/database.ts";
+import { openDatabase } from "../storage/database.ts";
+import { type ChainedFields, GENESIS_HASH, recordHash } from "./audit-chain.ts";
+
+/** A record as stored: the chained fields plus the two hashes. */
+export interface AuditRecordRow extends ChainedFields {
+  prevHash: string;
+  hash: string;
+}
+
+/** An entry ready to be chained: everything but the sequence and the hashes. */
+export type PendingEntry = Omit<ChainedFields, "sequence">;
+
+export interface AuditQuery {
+  traceId: string;
+  aggregateId: string;
+  eventType: string;
+  fromMs: number;
+  toMs: number;
+  afterSequence: number;
+  limit: number;
+}
+
+/**
+ * The audit log's own schema, in its own file (DESIGN §8). The triggers make the table
+ * append-only for every client of the file, not only this server.
+ */
+export const AUDIT_MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE audit_records (
+    sequence INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    event_type TEXT NOT NULL,
+    aggregate_id TEXT NOT NULL,
+    payload_hash TEXT NOT NULL,
+    producer TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    causation_id TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+  );
+  CREATE INDEX audit_by_trace ON audit_records (trace_id) WHERE trace_id <> '';
+  CREATE INDEX audit_by_causation ON audit_records (causation_id) WHERE causation_id <> '';
+  CREATE INDEX audit_by_aggregate ON audit_records (aggregate_id, sequence);
+  CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only: UPDATE refused'); END;
+  CREATE TRIGGER audit_records_no_delete BEFORE DELETE ON audit_records
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only: DELETE refused'); END;
+  `,
+];
+
+interface Row {
+  sequence: number;
+  event_id: string;
+  event_type: string;
+  aggregate_id: string;
+  payload_hash: string;
+  producer: string;
+  principal: string;
+  timestamp_ms: number;
+  trace_id: string;
+  causation_id: string;
+  prev_hash: string;
+  hash: string;
+}
+
+function fromRow(r: Row): AuditRecordRow {
+  return {
+    sequence: r.sequence,
+    eventId: r.event_id,
+    eventType: r.event_type,
+    aggregateId: r.aggregate_id,
+    payloadHash: r.payload_hash,
+    producer: r.producer,
+    principal: r.principal,
+    timestampMs: r.timestamp_ms,
+    traceId: r.trace_id,
+    causationId: r.causation_id,
+    prevHash: r.prev_hash,
+    hash: r.hash,
+  };
+}
+
+/** The audit chain in SQLite. */
+export class AuditStore {
+  private readonly db: Db;
+  private readonly head;
+  private readonly insert;
+  private readonly byCausation;
+
+  constructor(path: string) {
+    this.db = openDatabase(path, AUDIT_MIGRATIONS);
+    this.head = this.db.prepare<[], { sequence: number; hash: string }>(
+      "SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1",
+    );
+    this.insert = this.db.prepare(
+      `INSERT INTO audit_records (sequence, event_id, event_type, aggregate_id, payload_hash,
+         producer, principal, timestamp_ms, trace_id, causation_id, prev_hash, hash)
+       VALUES (@sequence, @eventId, @eventType, @aggregateId, @payloadHash, @producer, @principal,
+         @timestampMs, @traceId, @causationId, @prevHash, @hash)`,
+    );
+    this.byCausation = this.db.prepare<[string], Row>(
+      "SELECT * FROM audit_records WHERE causation_id = ? ORDER BY sequence",
+    );
+  }
+
+  /**
+   * Chains and stores entries in one IMMEDIATE transaction: the head is read under the write
+   * lock, so appends from any number of processes sharing the file form one chain.
+   */
+  append(entries: readonly PendingEntry[]): AuditRecordRow[] {
+    return this.db
+      .transaction(() => {
+        const head = this.head.get();
+        let sequence = head?.sequence ?? 0;
+        let prevHash = head?.hash ?? GENESIS_HASH;
+        return entries.map((entry) => {
+          sequence++;
+          const fields: ChainedFields = { ...entry, sequence };
+          const row: AuditRecordRow = { ...fields, prevHash, hash: recordHash(prevHash, fields) };
+          this.insert.run(row);
+          prevHash = row.hash;
+          return row;
+        });
+      })
+      .immediate();
+  }
+
+  query(q: AuditQuery): AuditRecordRow[] {
+    const where: string[] = ["sequence > @afterSequence"];
+    if (q.traceId !== "") where.push("trace_id = @traceId");
+    if (q.aggregateId !== "") where.push("aggregate_id = @aggregateId");
+    if (q.eventType !== "") where.push("event_type = @eventType");
+    if (q.fromMs > 0) where.push("timestamp_ms >= @fromMs");
+    if (q.toMs > 0) where.push("timestamp_ms < @toMs");
+    const sql = `SELECT * FROM audit_records WHERE ${where.join(" AND ")} ORDER BY sequence LIMIT @limit`;
+    return (this.db.prepare(sql).all(q) as Row[]).map(fromRow);
+  }
+
+  causedBy(eventId: string): AuditRecordRow[] {
+    return this.byCausation.all(eventId).map(fromRow);
+  }
+
+  /** Every record in chain order, read lazily (Verify walks millions without holding them). */
+  *scan(): Generator<AuditRecordRow> {
+    const rows = this.db
+      .prepare<[], Row>("SELECT * FROM audit_records ORDER BY sequence")
+      .iterate();
+    for (const row of rows) yield fromRow(row);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
