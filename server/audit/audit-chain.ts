@@ -25,25 +25,21 @@ export interface ChainedFields {
 /** Version tag in every hashed document, so the encoding can change without ambiguity. */
 const ENCODING_VERSION = "bulwark.audit.v1";
 
+/** A string field as `<length>:<text>`: no separator inside a field can fake a boundary. */
+function field(text: string): string {
+  return `${text.length}:${text}`;
+}
+
 /**
- * SHA-256 over the canonical encoding: a JSON array of the version tag, the previous hash and the
- * fields in declaration order. A JSON array of strings and integers has exactly one encoding.
+ * SHA-256 over the canonical encoding: the version tag, the previous hash and the fields in
+ * declaration order, strings length-prefixed and integers in decimal, separated by '|'. Each
+ * record has exactly one encoding, and it is cheap to build (Verify runs it per record).
  */
 export function recordHash(prevHash: string, f: ChainedFields): string {
-  const canonical = JSON.stringify([
-    ENCODING_VERSION,
-    prevHash,
-    f.sequence,
-    f.eventId,
-    f.eventType,
-    f.aggregateId,
-    f.payloadHash,
-    f.producer,
-    f.principal,
-    f.timestampMs,
-    f.traceId,
-    f.causationId,
-  ]);
+  const canonical =
+    `${ENCODING_VERSION}|${prevHash}|${f.sequence}|${field(f.eventId)}|${field(f.eventType)}|` +
+    `${field(f.aggregateId)}|${f.payloadHash}|${field(f.producer)}|${field(f.principal)}|` +
+    `${f.timestampMs}|${field(f.traceId)}|${field(f.causationId)}`;
   return createHash("sha256").update(canonical).digest("hex");
 }
 

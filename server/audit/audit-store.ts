@@ -98,8 +98,7 @@ export class AuditStore {
     this.insert = this.db.prepare(
       `INSERT INTO audit_records (sequence, event_id, event_type, aggregate_id, payload_hash,
          producer, principal, timestamp_ms, trace_id, causation_id, prev_hash, hash)
-       VALUES (@sequence, @eventId, @eventType, @aggregateId, @payloadHash, @producer, @principal,
-         @timestampMs, @traceId, @causationId, @prevHash, @hash)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.byCausation = this.db.prepare<[string], Row>(
       "SELECT * FROM audit_records WHERE causation_id = ? ORDER BY sequence",
@@ -120,7 +119,21 @@ export class AuditStore {
           sequence++;
           const fields: ChainedFields = { ...entry, sequence };
           const row: AuditRecordRow = { ...fields, prevHash, hash: recordHash(prevHash, fields) };
-          this.insert.run(row);
+          // Positional parameters: binding a 12-key object by name costs more than the insert.
+          this.insert.run(
+            row.sequence,
+            row.eventId,
+            row.eventType,
+            row.aggregateId,
+            row.payloadHash,
+            row.producer,
+            row.principal,
+            row.timestampMs,
+            row.traceId,
+            row.causationId,
+            row.prevHash,
+            row.hash,
+          );
           prevHash = row.hash;
           return row;
         });
@@ -143,12 +156,31 @@ export class AuditStore {
     return this.byCausation.all(eventId).map(fromRow);
   }
 
-  /** Every record in chain order, read lazily (Verify walks millions without holding them). */
+  /**
+   * Every record in chain order, read lazily (Verify walks millions without holding them). Rows
+   * come as arrays in the column order of the table, which is cheaper than objects.
+   */
   *scan(): Generator<AuditRecordRow> {
     const rows = this.db
-      .prepare<[], Row>("SELECT * FROM audit_records ORDER BY sequence")
-      .iterate();
-    for (const row of rows) yield fromRow(row);
+      .prepare("SELECT * FROM audit_records ORDER BY sequence")
+      .raw(true)
+      .iterate() as IterableIterator<unknown[]>;
+    for (const r of rows) {
+      yield {
+        sequence: r[0] as number,
+        eventId: r[1] as string,
+        eventType: r[2] as string,
+        aggregateId: r[3] as string,
+        payloadHash: r[4] as string,
+        producer: r[5] as string,
+        principal: r[6] as string,
+        timestampMs: r[7] as number,
+        traceId: r[8] as string,
+        causationId: r[9] as string,
+        prevHash: r[10] as string,
+        hash: r[11] as string,
+      };
+    }
   }
 
   close(): void {
