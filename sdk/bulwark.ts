@@ -55,6 +55,8 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
     url: config.url,
     service: config.service,
     acquireTimeoutMs: config.acquireTimeoutMs,
+    token: config.token,
+    ca: config.ca,
     events,
   });
   const execute = <T>(

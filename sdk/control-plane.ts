@@ -44,11 +44,42 @@ export interface ControlPlaneOptions {
   url: string;
   service: string;
   acquireTimeoutMs: number;
+  token: string | undefined;
+  ca: string | Buffer | undefined;
   events: EventEmitter;
 }
 
-/** Errors that mean "the control plane cannot be reached now", not "it said no". */
+/** Certificate errors of Node's TLS: the control plane is reachable but not trusted. */
+const TLS_TRUST_CODES = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/** The TLS trust failure in an error's cause chain, if there is one. */
+function tlsTrustFailure(err: unknown): string | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 6 && typeof current === "object" && current !== null; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === "string" && TLS_TRUST_CODES.has(code)) {
+      return `${code}: ${(current as Error).message}`;
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/**
+ * Errors that mean "the control plane cannot be reached now", not "it said no". A certificate
+ * the SDK does not trust is not an outage but a configuration mistake, and is not one of them.
+ */
 function isUnreachable(err: unknown): boolean {
+  if (tlsTrustFailure(err) !== undefined) return false;
   if (!(err instanceof ConnectError)) return true;
   return (
     err.code === Code.Unavailable ||
@@ -77,7 +108,20 @@ export class ControlPlane {
   readonly reporter: Reporter;
 
   constructor(private readonly options: ControlPlaneOptions) {
-    const transport = createGrpcTransport({ baseUrl: options.url });
+    const token = options.token;
+    const transport = createGrpcTransport({
+      baseUrl: options.url,
+      ...(options.ca === undefined ? {} : { nodeOptions: { ca: options.ca } }),
+      interceptors:
+        token === undefined
+          ? []
+          : [
+              (next) => (req) => {
+                req.header.set("authorization", `Bearer ${token}`);
+                return next(req);
+              },
+            ],
+    });
     this.policyClient = createClient(PolicyService, transport);
     this.breakerClient = createClient(BreakerService, transport);
     this.headers = { [PRINCIPAL_HEADER]: options.service };
@@ -90,8 +134,12 @@ export class ControlPlane {
           );
           this.markConnected();
         } catch (err) {
-          // A refused batch (InvalidArgument) would be refused again: drop it, keep the rest.
-          if (!isUnreachable(err)) return;
+          // A refused batch (InvalidArgument, PermissionDenied) would be refused again: drop it
+          // and count it, keep the rest.
+          if (!isUnreachable(err)) {
+            this.reporter.drop(outcomes.length);
+            return;
+          }
           this.markUnreachable(err);
           throw err;
         }
@@ -124,7 +172,13 @@ export class ControlPlane {
     } catch (err) {
       if (err instanceof PolicyNotFoundError) throw err;
       if (isUnreachable(err)) return localPolicy(dependency);
-      throw new ControlPlaneError(`policy for ${dependency} could not be read`, err);
+      const tls = tlsTrustFailure(err);
+      throw new ControlPlaneError(
+        tls === undefined
+          ? `policy for ${dependency} could not be read: ${(err as Error).message}`
+          : `the control plane's TLS certificate is not trusted (${tls}); pass its CA as options.ca`,
+        err,
+      );
     }
   }
 
@@ -200,7 +254,15 @@ export class ControlPlane {
         this.policies.delete(dependency);
         throw new PolicyNotFoundError(dependency);
       }
-      if (!isUnreachable(err)) throw new ControlPlaneError("acquire was refused", err);
+      if (!isUnreachable(err)) {
+        const tls = tlsTrustFailure(err);
+        throw new ControlPlaneError(
+          tls === undefined
+            ? `acquire was refused: ${(err as Error).message}`
+            : `the control plane's TLS certificate is not trusted (${tls}); pass its CA as options.ca`,
+          err,
+        );
+      }
       this.markUnreachable(err);
       return this.decideLocally(dependency);
     }

@@ -8,12 +8,21 @@ export interface BulwarkOptions {
    * How long an Acquire may take before the SDK decides locally, in milliseconds. Default 300.
    */
   acquireTimeoutMs?: number;
+  /** Bearer token for a control plane that has tokens configured (role `service`). */
+  token?: string;
+  /**
+   * PEM certificate(s) of the authority that signed the control plane's TLS certificate, for an
+   * `https://` URL signed by a private CA. The system's CAs are used when unset.
+   */
+  ca?: string | Buffer;
 }
 
 export interface NormalizedOptions {
   url: string;
   service: string;
   acquireTimeoutMs: number;
+  token: string | undefined;
+  ca: string | Buffer | undefined;
 }
 
 /**
@@ -46,5 +55,17 @@ export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
       `options.acquireTimeoutMs must be an integer in [1, 60000]; got ${acquireTimeoutMs}`,
     );
   }
-  return { url: options.url.replace(/\/+$/, ""), service: options.service, acquireTimeoutMs };
+  if (options.token !== undefined && !/^\S{1,4096}$/.test(options.token)) {
+    throw new RangeError("options.token must be 1-4096 characters without whitespace");
+  }
+  if (options.ca !== undefined && url.protocol !== "https:") {
+    throw new RangeError("options.ca needs an https:// options.url");
+  }
+  return {
+    url: options.url.replace(/\/+$/, ""),
+    service: options.service,
+    acquireTimeoutMs,
+    token: options.token,
+    ca: options.ca,
+  };
 }

@@ -59,6 +59,12 @@ export class Reporter {
     }
   }
 
+  /** Counts outcomes the control plane refused as dropped. */
+  drop(count: number): void {
+    this.dropped += count;
+    this.onDrop(count, this.dropped);
+  }
+
   private trim(): void {
     const excess = this.pending.length - MAX_PENDING_OUTCOMES;
     if (excess > 0) {

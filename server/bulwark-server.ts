@@ -7,6 +7,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.ts";
 import { AuditLog } from "./audit/audit-log.ts";
 import { AuditMirror } from "./audit/audit-mirror.ts";
 import { AuditStore } from "./audit/audit-store.ts";
+import { isLoopback } from "./config.ts";
 import { BreakerRegistry } from "./domain/breaker-registry.ts";
 import { PolicyRegistry } from "./domain/policy-registry.ts";
 import { EventHub } from "./events/event-hub.ts";
@@ -16,10 +17,11 @@ import { boundaryInterceptor } from "./rpc/boundary-interceptor.ts";
 import { breakerService } from "./rpc/breaker-service.ts";
 import { healthService } from "./rpc/health-service.ts";
 import { policyService } from "./rpc/policy-service.ts";
+import type { TokenRegistry } from "./security/token-registry.ts";
 import { BreakerStore } from "./storage/breaker-store.ts";
 import { openDatabase } from "./storage/database.ts";
 import { PolicyStore } from "./storage/policy-store.ts";
-import { listen } from "./transport.ts";
+import { listen, type TlsFiles } from "./transport.ts";
 
 export interface ServerOptions {
   /** SQLite file of the operational state; created when missing. */
@@ -34,6 +36,13 @@ export interface ServerOptions {
   host: string;
   /** 0 picks a free port. */
   port: number;
+  /**
+   * Bearer tokens and their roles; every RPC but health checks then needs one. Unset: no
+   * authentication, which the server allows only on a loopback address.
+   */
+  tokens?: TokenRegistry | undefined;
+  /** Serve TLS with this certificate and key. */
+  tls?: TlsFiles | undefined;
   /** NATS servers (comma-separated URLs) to publish events on; Watch only when unset. */
   natsUrl?: string | undefined;
   logger: Logger;
@@ -52,6 +61,9 @@ export interface BulwarkServer {
 export async function startServer(options: ServerOptions): Promise<BulwarkServer> {
   const { logger } = options;
   const clock = options.clock ?? Date.now;
+  if (options.tokens === undefined && !isLoopback(options.host)) {
+    throw new Error(`refusing to serve ${options.host} without tokens: configure tokens first`);
+  }
   const db = openDatabase(options.dbPath);
   const auditStore = new AuditStore(options.auditDbPath ?? defaultAuditPath(options.dbPath));
   const auditKey =
@@ -81,7 +93,8 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     transport = await listen({
       host: options.host,
       port: options.port,
-      interceptors: [boundaryInterceptor(logger)],
+      tls: options.tls,
+      interceptors: [boundaryInterceptor(logger, options.tokens)],
       routes: (router) => {
         router.service(PolicyService, policyService(policies));
         router.service(BreakerService, breakerService(breakers, policies, hub, shutdown.signal));
@@ -102,7 +115,14 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     await nats?.close();
     throw err;
   }
-  const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${transport.port}`;
+  const scheme = options.tls === undefined ? "http" : "https";
+  const url = `${scheme}://${options.host.includes(":") ? `[${options.host}]` : options.host}:${transport.port}`;
+  if (options.tokens === undefined) {
+    logger.warn(
+      { host: options.host },
+      "authentication is off: no tokens are configured, so the server only listens on loopback",
+    );
+  }
   logger.info(
     { url, port: transport.port, db: options.dbPath, nats: options.natsUrl ?? null },
     "listening",

@@ -16,6 +16,9 @@ export interface ServerConfig {
   port: number;
   natsUrl: string | undefined;
   logLevel: string;
+  tokensFile: string | undefined;
+  tlsCertFile: string | undefined;
+  tlsKeyFile: string | undefined;
 }
 
 /** A command-line problem; the message names the flag. */
@@ -30,7 +33,11 @@ export const USAGE = `Usage: bulwark-server [options]
   --host HOST       listen address (env BULWARK_HOST; default ${DEFAULT_HOST})
   --port N          listen port, 0 for any free one (env BULWARK_PORT; default ${DEFAULT_PORT})
   --nats URL[,URL]  publish events on NATS (env BULWARK_NATS_URL; default: Watch stream only)
-  --log-level L     trace, debug, info, warn, error (env BULWARK_LOG_LEVEL; default info)`;
+  --log-level L     trace, debug, info, warn, error (env BULWARK_LOG_LEVEL; default info)
+  --tokens-file F   bearer tokens with roles, stored as SHA-256 hashes (env BULWARK_TOKENS_FILE);
+                    required unless --host is a loopback address
+  --tls-cert F      PEM certificate chain; serve TLS (env BULWARK_TLS_CERT; needs --tls-key)
+  --tls-key F       PEM private key (env BULWARK_TLS_KEY; needs --tls-cert)`;
 
 const LEVELS = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -49,6 +56,9 @@ export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): Serve
         port: { type: "string" },
         nats: { type: "string" },
         "log-level": { type: "string" },
+        "tokens-file": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
         help: { type: "boolean" },
       },
     }).values;
@@ -95,13 +105,33 @@ export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): Serve
       );
     }
   }
+  const tokensFile = str("tokens-file", "BULWARK_TOKENS_FILE") || undefined;
+  const tlsCertFile = str("tls-cert", "BULWARK_TLS_CERT") || undefined;
+  const tlsKeyFile = str("tls-key", "BULWARK_TLS_KEY") || undefined;
+  if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) {
+    throw new UsageError("--tls-cert and --tls-key must be given together");
+  }
+  const host = str("host", "BULWARK_HOST") ?? DEFAULT_HOST;
+  if (tokensFile === undefined && !isLoopback(host)) {
+    throw new UsageError(
+      `--tokens-file is required when --host is not a loopback address (got ${JSON.stringify(host)}): without tokens anyone who reaches the port could change policies`,
+    );
+  }
   return {
+    tokensFile,
+    tlsCertFile,
+    tlsKeyFile,
     dbPath,
     auditDbPath,
     auditKeyFile,
-    host: str("host", "BULWARK_HOST") ?? DEFAULT_HOST,
+    host,
     port,
     natsUrl,
     logLevel,
   };
+}
+
+/** Whether a listen address only accepts connections from this machine. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

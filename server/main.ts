@@ -1,6 +1,8 @@
+import { readFileSync } from "node:fs";
 import { startServer } from "./bulwark-server.ts";
 import { parseServerConfig, USAGE, UsageError } from "./config.ts";
 import { createLogger } from "./logger.ts";
+import { TokenFileError, TokenRegistry } from "./security/token-registry.ts";
 
 let config: ReturnType<typeof parseServerConfig>;
 try {
@@ -13,8 +15,20 @@ try {
 }
 
 const logger = createLogger(config.logLevel);
+let tokens: TokenRegistry | undefined;
+let tls: { cert: Buffer; key: Buffer } | undefined;
 try {
-  const server = await startServer({ ...config, logger });
+  tokens = config.tokensFile === undefined ? undefined : TokenRegistry.fromFile(config.tokensFile);
+  if (config.tlsCertFile !== undefined && config.tlsKeyFile !== undefined) {
+    tls = { cert: readFileSync(config.tlsCertFile), key: readFileSync(config.tlsKeyFile) };
+  }
+} catch (err) {
+  const flag = err instanceof TokenFileError ? "--tokens-file" : "--tls-cert/--tls-key";
+  process.stderr.write(`bulwark-server: ${flag}: ${(err as Error).message}\n`);
+  process.exit(2);
+}
+try {
+  const server = await startServer({ ...config, tokens, tls, logger });
   const stop = (signal: string) => {
     logger.info({ signal }, "shutting down");
     server.close().then(

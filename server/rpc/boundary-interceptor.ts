@@ -1,17 +1,45 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import { allows, requiredRole } from "../security/roles.ts";
+import type { TokenRegistry } from "../security/token-registry.ts";
 import { callInfoFromHeaders, callInfoKey } from "./call-context.ts";
 import { toConnectError } from "./error-mapping.ts";
 
 /**
- * Wraps every RPC: reads the call's identity, maps thrown errors to gRPC codes (one boundary),
- * and logs one line per call with method, code and duration. Client cancellations are logged at
+ * Checks the bearer token of a call against the method's role and returns the caller's name.
+ * No token or an unknown one: Unauthenticated; a known one without the role: PermissionDenied.
+ * The token itself is never logged or echoed.
+ */
+function authenticate(tokens: TokenRegistry, method: string, header: Headers): string {
+  const needed = requiredRole(method);
+  if (needed === "none") return "anonymous";
+  const token = /^Bearer\s+(\S+)\s*$/i.exec(header.get("authorization") ?? "")?.[1];
+  if (token === undefined) {
+    throw new ConnectError("a bearer token is required", Code.Unauthenticated);
+  }
+  const identity = tokens.identify(token);
+  if (identity === undefined) throw new ConnectError("unknown token", Code.Unauthenticated);
+  if (!allows(identity.role, needed)) {
+    throw new ConnectError(
+      `${identity.name} has role ${identity.role}; ${method} needs ${needed}`,
+      Code.PermissionDenied,
+    );
+  }
+  return identity.name;
+}
+
+/**
+ * Wraps every RPC: reads the call's identity, authenticates it when tokens are configured, maps
+ * thrown errors to gRPC codes (one boundary), and logs one line per call with method, code and
+ * duration. Client cancellations are logged at
  * debug level, internal failures at error level with their cause.
  */
-export function boundaryInterceptor(logger: Logger): Interceptor {
+export function boundaryInterceptor(
+  logger: Logger,
+  tokens: TokenRegistry | undefined,
+): Interceptor {
   return (next) => async (req) => {
     const info = callInfoFromHeaders(req.header);
-    req.contextValues.set(callInfoKey, info);
     const method = `${req.service.typeName}/${req.method.name}`;
     const started = performance.now();
     const log = (code: Code | "OK", err?: unknown, internal = false) => {
@@ -35,6 +63,8 @@ export function boundaryInterceptor(logger: Logger): Interceptor {
       throw error;
     };
     try {
+      if (tokens !== undefined) info.principal = authenticate(tokens, method, req.header);
+      req.contextValues.set(callInfoKey, info);
       const res = await next(req);
       if (!res.stream) {
         log("OK");

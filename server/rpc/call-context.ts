@@ -5,8 +5,8 @@ import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 export interface CallInfo {
   requestId: string;
   /**
-   * Who asked, as the caller names itself in the `x-bulwark-principal` header. It is a claim,
-   * not an authenticated identity: until bearer tokens are enforced any caller can name anyone.
+   * Who asked: the name of the caller's bearer token when the server has tokens configured;
+   * otherwise (loopback only) what the caller claims in the `x-bulwark-principal` header.
    */
   principal: string;
   /** The W3C trace id from the `traceparent` header; empty when there is none. */
