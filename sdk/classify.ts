@@ -36,6 +36,9 @@ const CONNECTION_CODES = new Set([
   "UND_ERR_CLOSED",
 ]);
 
+/** Longest error type reported; the control plane refuses longer ones. */
+const MAX_ERROR_TYPE_LENGTH = 64;
+
 /** Error names of HTTP clients that mean the request did not get an answer. */
 const CONNECTION_ERROR_NAMES = new Set(["APIConnectionError", "APIConnectionTimeoutError"]);
 
@@ -127,7 +130,9 @@ export function classifyError(err: unknown, nowMs = Date.now()): Classification 
   return {
     result: "failure",
     retryable: false,
-    errorType: err instanceof Error ? err.name : "unknown",
+    // Error names come from any code; the server takes error types of up to 128 characters.
+    errorType:
+      err instanceof Error ? err.name.slice(0, MAX_ERROR_TYPE_LENGTH) || "Error" : "unknown",
     statusCode: 0,
     retryAfterMs: undefined,
   };

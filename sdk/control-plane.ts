@@ -223,15 +223,18 @@ export class ControlPlane {
     requestId: string,
   ): Promise<Admission> {
     if (!this.mayTry()) return this.decideLocally(dependency);
+    // One budget for the whole admission, however it is spent.
+    const deadlineMs = Date.now() + this.options.acquireTimeoutMs;
     // The server must have counted this instance's earlier outcomes before it decides.
     if (this.reporter.busy) {
       await Promise.race([this.reporter.settle(), delay(this.options.acquireTimeoutMs)]);
     }
-    if (!this.mayTry()) return this.decideLocally(dependency);
+    const remainingMs = deadlineMs - Date.now();
+    if (!this.mayTry() || remainingMs <= 0) return this.decideLocally(dependency);
     try {
       const res = await this.breakerClient.acquire(
         { dependency, service: this.options.service, attempt, traceId, requestId },
-        { timeoutMs: this.options.acquireTimeoutMs, headers: this.headers },
+        { timeoutMs: remainingMs, headers: this.headers },
       );
       this.markConnected();
       switch (res.decision) {

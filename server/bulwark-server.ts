@@ -21,6 +21,7 @@ import type { TokenRegistry } from "./security/token-registry.ts";
 import { BreakerStore } from "./storage/breaker-store.ts";
 import { openDatabase } from "./storage/database.ts";
 import { PolicyStore } from "./storage/policy-store.ts";
+import { claimDatabase } from "./storage/server-lock.ts";
 import { listen, type TlsFiles } from "./transport.ts";
 
 export interface ServerOptions {
@@ -65,6 +66,13 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     throw new Error(`refusing to serve ${options.host} without tokens: configure tokens first`);
   }
   const db = openDatabase(options.dbPath);
+  let release: () => void;
+  try {
+    release = claimDatabase(db, clock());
+  } catch (err) {
+    db.close();
+    throw err;
+  }
   const auditStore = new AuditStore(options.auditDbPath ?? defaultAuditPath(options.dbPath));
   const auditKey =
     options.auditKeyFile === undefined ? undefined : readFileSync(options.auditKeyFile);
@@ -110,6 +118,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     });
   } catch (err) {
     breakers.close();
+    release();
     db.close();
     auditStore.close();
     await nats?.close();
@@ -140,6 +149,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
         breakers.close();
         unsubscribeAudit();
         await nats?.close();
+        release();
         db.close();
         auditStore.close();
         logger.info("closed");

@@ -72,8 +72,9 @@ export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): Serve
   const portText = str("port", "BULWARK_PORT") ?? String(DEFAULT_PORT);
   const port = Number(portText);
   if (!/^\d+$/.test(portText) || port > 65_535) {
+    const source = values.port === undefined ? "BULWARK_PORT" : "--port";
     throw new UsageError(
-      `--port must be an integer in [0, 65535]; got ${JSON.stringify(portText)}`,
+      `${source} must be an integer in [0, 65535]; got ${JSON.stringify(portText)}`,
     );
   }
   const dbPath = str("db", "BULWARK_DB") ?? DEFAULT_DB_PATH;

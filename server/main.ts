@@ -3,15 +3,20 @@ import { startServer } from "./bulwark-server.ts";
 import { parseServerConfig, USAGE, UsageError } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { TokenFileError, TokenRegistry } from "./security/token-registry.ts";
+import { DatabaseOpenError } from "./storage/database.ts";
+import { DatabaseInUseError } from "./storage/server-lock.ts";
 
 let config: ReturnType<typeof parseServerConfig>;
 try {
   config = parseServerConfig(process.argv.slice(2), process.env);
 } catch (err) {
   if (!(err instanceof UsageError)) throw err;
-  if (err.message !== "") process.stderr.write(`bulwark-server: ${err.message}\n`);
-  process.stderr.write(`${USAGE}\n`);
-  process.exit(err.message === "" ? 0 : 2);
+  if (err.message === "") {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  process.stderr.write(`bulwark-server: ${err.message}\n${USAGE}\n`);
+  process.exit(2);
 }
 
 const logger = createLogger(config.logLevel);
@@ -42,6 +47,15 @@ try {
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
 } catch (err) {
+  if (err instanceof DatabaseInUseError) {
+    process.stderr.write(`bulwark-server: --db: ${err.message}\n`);
+    process.exit(2);
+  }
+  if (err instanceof DatabaseOpenError) {
+    const flag = err.path === config.dbPath ? "--db" : "--audit-db";
+    process.stderr.write(`bulwark-server: ${flag}: ${err.message}\n`);
+    process.exit(2);
+  }
   logger.fatal({ err }, "failed to start");
   process.exit(1);
 }

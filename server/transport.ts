@@ -43,6 +43,9 @@ export async function listen(options: {
     routes: options.routes,
     interceptors: options.interceptors,
     readMaxBytes: MAX_REQUEST_BYTES,
+    // Unknown fields and enum names in JSON requests are errors, not silently dropped: a typo in
+    // a policy must not turn into a default.
+    jsonOptions: { ignoreUnknownFields: false },
   });
   const settings = { maxConcurrentStreams: MAX_CONCURRENT_STREAMS };
   const sockets = new Set<net.Socket>();
@@ -68,13 +71,20 @@ export async function listen(options: {
     listener = net.createServer((socket) => {
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
-      socket.once("readable", () => {
+      // Route the connection by its first bytes: the HTTP/2 preface, or anything else.
+      const route = () => {
         const head: Buffer | null = socket.read(H2_PREFACE.length) ?? socket.read();
-        if (head === null) return;
+        if (head === null) {
+          socket.once("readable", route);
+          return;
+        }
         socket.unshift(head);
-        const isH2 = head.subarray(0, H2_PREFACE.length).equals(H2_PREFACE.subarray(0, head.length));
+        const isH2 = head
+          .subarray(0, H2_PREFACE.length)
+          .equals(H2_PREFACE.subarray(0, head.length));
         (isH2 ? h2 : h1Server).emit("connection", socket);
-      });
+      };
+      socket.once("readable", route);
     });
   }
   h2.on("session", (session) => {

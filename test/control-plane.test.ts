@@ -235,3 +235,87 @@ describe("NATS events", () => {
     }
   });
 });
+
+describe("hardening", () => {
+  it("continues the revision of a deleted policy and refuses a writer from before the delete", async () => {
+    const { policies } = clientsFor(server.url);
+    await policies.putPolicy({ policy: testPolicy("cp.aba") });
+    await policies.putPolicy({ policy: testPolicy("cp.aba") });
+    await policies.deletePolicy({ dependency: "cp.aba" });
+    const stale = await codeOf(
+      policies.putPolicy({ policy: testPolicy("cp.aba"), expectedRevision: 2n }),
+    );
+    expect(stale.code).toBe(Code.FailedPrecondition);
+    const recreated = await policies.putPolicy({
+      policy: testPolicy("cp.aba"),
+      expectedRevision: 0n,
+    });
+    expect(recreated.policy?.revision).toBe(3n);
+  });
+
+  it("creates no breaker on a read and counts only outcomes that count", async () => {
+    const { policies, breakers } = clientsFor(server.url);
+    await policies.putPolicy({
+      policy: testPolicy("cp.read", { breaker: { scope: 2, minimumCalls: 1 } }),
+    });
+    const before = (await breakers.listBreakers({})).breakers.length;
+    for (let i = 0; i < 5; i++)
+      await breakers.getBreaker({ dependency: "cp.read", service: `s${i}` });
+    expect((await breakers.listBreakers({})).breakers.length).toBe(before);
+    const failure = {
+      dependency: "cp.read",
+      service: "s1",
+      attempt: 1,
+      result: OutcomeResult.FAILURE,
+    };
+    expect((await breakers.report({ outcomes: [failure] })).counted).toBe(1);
+    // Now OPEN: late outcomes are not counted, and the answer says so.
+    expect((await breakers.report({ outcomes: [failure, failure] })).counted).toBe(0);
+  });
+
+  it("drops the breakers of the old scope when a policy changes scope", async () => {
+    const { policies, breakers } = clientsFor(server.url);
+    await policies.putPolicy({ policy: testPolicy("cp.scope", { breaker: { minimumCalls: 1 } }) });
+    await breakers.report({
+      outcomes: [
+        { dependency: "cp.scope", service: "a", attempt: 1, result: OutcomeResult.FAILURE },
+      ],
+    });
+    await policies.putPolicy({ policy: testPolicy("cp.scope", { breaker: { scope: 2 } }) });
+    const left = (await breakers.listBreakers({})).breakers.filter(
+      (b) => b.dependency === "cp.scope",
+    );
+    expect(left).toEqual([]);
+  });
+
+  it("refuses unknown JSON fields and enum names instead of storing defaults", async () => {
+    const put = (body: unknown) =>
+      fetch(`${server.url}/bulwark.v1.PolicyService/PutPolicy`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const policy = {
+      dependency: "cp.json",
+      sla: { latencyObjectiveMs: 1000, availabilityTargetPercent: 99 },
+      timeoutMs: 500,
+    };
+    const ok = await put({ policy });
+    expect(ok.status).toBe(200);
+    const badEnum = await put({ policy: { ...policy, retry: { jitter: "JITTER_BOGUS" } } });
+    expect(badEnum.status).toBe(400);
+    const typo = await put({ policy: { ...policy, timeout: 5 } });
+    expect(typo.status).toBe(400);
+    expect(((await typo.json()) as { code: string }).code).toBe("invalid_argument");
+  });
+
+  it("keeps error messages short whatever the size of the bad value", async () => {
+    const { policies } = clientsFor(server.url);
+    const { code, message } = await codeOf(
+      policies.getPolicy({ dependency: "x ".repeat(500_000) }),
+    );
+    expect(code).toBe(Code.InvalidArgument);
+    expect(message.length).toBeLessThan(400);
+    expect(message).toContain("(1000000 characters)");
+  });
+});

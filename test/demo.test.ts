@@ -34,8 +34,13 @@ describe("npm run demo", () => {
     expect(outage.afterOpen).toBeDefined();
     const after = outage.afterOpen!;
     expect(after.unexpected).toBe(0);
+    expect(after.local).toBe(0);
     expect(after.probes).toBeGreaterThanOrEqual(1);
     expect(after.upstreamCalls).toBe(after.probes + after.admittedBeforeOpen);
+    for (const p of report.phases) {
+      expect(p.requests).toBe(p.successes + p.fallbacks + p.errors);
+      expect(p.breakerRejections).toBeLessThanOrEqual(p.fallbacks + p.errors);
+    }
     expect(outage.breakerRejections).toBeGreaterThan(0);
     expect(outage.fallbacks).toBeGreaterThan(0);
     expect(report.totals.errors).toBe(0);

@@ -53,4 +53,16 @@ describe("durability", () => {
     const history = await after.breakers.listTransitions({ dependency: "restart.dep" });
     expect(history.transitions.map((t) => t.to)).toEqual([BreakerState.OPEN]);
   });
+
+  it("refuses a second server on the same database file", async () => {
+    const dbPath = join(tmp.dir, "locked.db");
+    const owner = await spawnServerProcess(dbPath);
+    processes.push(owner);
+    await expect(spawnServerProcess(dbPath)).rejects.toThrow(/in use by process/);
+    // Once the owner is gone (even killed), the file can be taken over.
+    await owner.kill("SIGKILL");
+    const next = await spawnServerProcess(dbPath);
+    processes.push(next);
+    expect(next.port).toBeGreaterThan(0);
+  });
 });

@@ -3,6 +3,7 @@
  * the official `openai` client, guarded by the Bulwark SDK, and streams what happened to the
  * orchestrator.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import OpenAI from "openai";
 import { createBulwark, DEGRADED_HEADER } from "../../sdk/index.ts";
 import type {
@@ -27,7 +28,12 @@ const bulwark = createBulwark({ url: config.controlPlaneUrl, service: config.ser
 const requests: RequestRecord[] = [];
 const attempts: AttemptRecord[] = [];
 const events: SdkEventRecord[] = [];
+// The SDK emits its events inside the call's async context, so each can be tied to its request.
+const currentRequest = new AsyncLocalStorage<RequestRecord>();
 bulwark.on((event) => {
+  const request = currentRequest.getStore();
+  if (request !== undefined && event.type === "retry") request.retries++;
+  if (request !== undefined && event.type === "rejected") request.rejected = true;
   if (event.type === "attempt") {
     attempts.push({
       startedAtMs: event.startedAtMs,
@@ -66,29 +72,29 @@ const openai = new OpenAI({
 });
 
 async function oneRequest(n: number): Promise<void> {
-  const startedAtMs = Date.now();
+  const record: RequestRecord = {
+    startedAtMs: Date.now(),
+    latencyMs: 0,
+    outcome: "error",
+    retries: 0,
+    rejected: false,
+  };
   const started = performance.now();
-  try {
-    const { response } = await openai.chat.completions
-      .create({
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: `Summarize ticket #${n} in one line.` }],
-      })
-      .withResponse();
-    const degraded = response.headers.get(DEGRADED_HEADER) === "true";
-    requests.push({
-      startedAtMs,
-      latencyMs: performance.now() - started,
-      outcome: degraded ? "fallback" : "success",
-    });
-  } catch (err) {
-    requests.push({
-      startedAtMs,
-      latencyMs: performance.now() - started,
-      outcome: "error",
-      error: err instanceof Error ? `${err.name}: ${err.message}` : String(err),
-    });
-  }
+  await currentRequest.run(record, async () => {
+    try {
+      const { response } = await openai.chat.completions
+        .create({
+          model: "gpt-4o-mini",
+          messages: [{ role: "user", content: `Summarize ticket #${n} in one line.` }],
+        })
+        .withResponse();
+      record.outcome = response.headers.get(DEGRADED_HEADER) === "true" ? "fallback" : "success";
+    } catch (err) {
+      record.error = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    }
+  });
+  record.latencyMs = performance.now() - started;
+  requests.push(record);
 }
 
 function flush(): void {

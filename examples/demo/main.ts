@@ -5,7 +5,7 @@
  * the Bulwark SDK. Shows progress while it runs and ends with a report (also written as JSON).
  */
 import { type ChildProcess, fork } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -260,3 +260,4 @@ say(formatReport(report));
 writeFileSync(outPath, `${JSON.stringify(report, null, 2)}\n`);
 say("");
 say(`Report written to ${outPath}`);
+if (values.out !== undefined) rmSync(workDir, { recursive: true, force: true });

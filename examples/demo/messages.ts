@@ -19,6 +19,10 @@ export interface RequestRecord {
   startedAtMs: number;
   latencyMs: number;
   outcome: "success" | "fallback" | "error";
+  /** Retries the SDK made for this request. */
+  retries: number;
+  /** Whether the breaker refused one of its attempts. */
+  rejected: boolean;
   error?: string;
 }
 

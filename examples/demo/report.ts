@@ -16,6 +16,11 @@ export interface TransitionRecord {
   failureRatePercent: number;
 }
 
+/**
+ * One phase's figures. Every request figure counts the requests that started in the phase, so a
+ * row adds up: requests = successes + fallbacks + errors, and rejections and retries belong to
+ * those same requests.
+ */
 export interface PhaseReport {
   name: string;
   mode: string;
@@ -39,7 +44,12 @@ export interface PhaseReport {
     probes: number;
     /** Upstream calls the server allowed while the breaker was still closed (in flight). */
     admittedBeforeOpen: number;
-    /** Upstream calls admitted locally or not matched to an attempt: must be 0. */
+    /**
+     * Upstream calls admitted by an SDK on its own because the control plane did not answer
+     * within the acquire timeout (the SDK keeps serving then; see README).
+     */
+    local: number;
+    /** Upstream calls not matched to any attempt an SDK made: must be 0. */
     unexpected: number;
   };
 }
@@ -87,8 +97,6 @@ export function buildReport(o: Observations): DemoReport {
     const inPhase = (atMs: number) => phaseOf(atMs) === index;
     const requests = o.requests.filter((r) => inPhase(r.startedAtMs));
     const latencies = requests.map((r) => r.latencyMs).sort((a, b) => a - b);
-    const count = (type: SdkEventRecord["type"]) =>
-      o.events.filter((e) => e.type === type && inPhase(e.atMs)).length;
     const report: PhaseReport = {
       name: phase.name,
       mode: phase.mode,
@@ -98,8 +106,8 @@ export function buildReport(o: Observations): DemoReport {
       successes: requests.filter((r) => r.outcome === "success").length,
       fallbacks: requests.filter((r) => r.outcome === "fallback").length,
       errors: requests.filter((r) => r.outcome === "error").length,
-      retries: count("retry"),
-      breakerRejections: count("rejected"),
+      retries: requests.reduce((sum, r) => sum + r.retries, 0),
+      breakerRejections: requests.filter((r) => r.rejected).length,
       upstreamCalls: o.stats[index]?.requests ?? 0,
       latencyMs: {
         p50: percentile(latencies, 50),
@@ -117,6 +125,7 @@ export function buildReport(o: Observations): DemoReport {
       );
       let probes = 0;
       let admittedBeforeOpen = 0;
+      let local = 0;
       let unexpected = 0;
       // The server is the one place admissions are ordered: an ALLOW was necessarily given
       // while the breaker was still CLOSED, so an allowed attempt arriving after the opening was
@@ -126,6 +135,7 @@ export function buildReport(o: Observations): DemoReport {
         const attempt = attemptsBySpan.get(spanOf(arrival.traceparent));
         if (attempt?.admission === "probe") probes++;
         else if (attempt?.admission === "allow") admittedBeforeOpen++;
+        else if (attempt?.admission === "local") local++;
         else unexpected++;
       }
       report.afterOpen = {
@@ -133,6 +143,7 @@ export function buildReport(o: Observations): DemoReport {
         upstreamCalls: after.length,
         probes,
         admittedBeforeOpen,
+        local,
         unexpected,
       };
     }
@@ -193,7 +204,8 @@ export function formatReport(r: DemoReport): string {
     lines.push(
       "",
       `In phase "${p.name}", after the breaker opened at +${(a.openedAtMs / 1000).toFixed(3)}s, the upstream received ${a.upstreamCalls} call(s): ` +
-        `${a.probes} half-open probe(s), ${a.admittedBeforeOpen} already in flight when it opened, ${a.unexpected} other.`,
+        `${a.probes} half-open probe(s), ${a.admittedBeforeOpen} already in flight when it opened, ` +
+        `${a.local} admitted locally while the control plane did not answer, ${a.unexpected} other.`,
     );
   }
   lines.push(

@@ -438,7 +438,7 @@ describe("HALF_OPEN", () => {
     grantProbe(breaker, policy, nowMs, "p2");
 
     const first = record(breaker, policy, probeOutcome("p1", "success"), nowMs + 10);
-    expect(first).toEqual({ transitions: [], stateChanged: true });
+    expect(first).toEqual({ transitions: [], stateChanged: true, counted: true });
     expect(breaker.phase.kind).toBe("half-open");
 
     const second = record(breaker, policy, probeOutcome("p2", "success"), nowMs + 20);

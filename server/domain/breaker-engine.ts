@@ -82,6 +82,8 @@ export interface Effect {
   transitions: Transition[];
   /** The breaker's state (not only its window) changed and must be stored before answering. */
   stateChanged: boolean;
+  /** The outcome was counted: it entered the window or decided a probe. */
+  counted?: boolean;
 }
 
 export function createBreaker(
@@ -272,14 +274,18 @@ export function record(
     const failure = outcome.result !== "success";
     if (failure) {
       const reason = `probe failed (${outcome.errorType || outcome.result})`;
-      return { transitions: [open(breaker, policy, nowMs, reason)], stateChanged: true };
+      return {
+        transitions: [open(breaker, policy, nowMs, reason)],
+        stateChanged: true,
+        counted: true,
+      };
     }
     phase.succeeded++;
     if (phase.succeeded >= policy.breaker.halfOpenPermits) {
       const reason = `${phase.succeeded} of ${policy.breaker.halfOpenPermits} probes succeeded`;
-      return { transitions: [close(breaker, nowMs, reason)], stateChanged: true };
+      return { transitions: [close(breaker, nowMs, reason)], stateChanged: true, counted: true };
     }
-    return { transitions: [], stateChanged: true };
+    return { transitions: [], stateChanged: true, counted: true };
   }
 
   if (phase.kind === "closed" && outcome.result !== "not-counted") {
@@ -289,8 +295,12 @@ export function record(
     // Evaluated after successes too: the call that brings the window to minimumCalls may be a
     // success while the rate is already over the threshold.
     const trigger = describeTrigger(breaker, policy);
-    if (trigger === undefined) return none;
-    return { transitions: [open(breaker, policy, nowMs, trigger)], stateChanged: true };
+    if (trigger === undefined) return { transitions: [], stateChanged: false, counted: true };
+    return {
+      transitions: [open(breaker, policy, nowMs, trigger)],
+      stateChanged: true,
+      counted: true,
+    };
   }
 
   return none;

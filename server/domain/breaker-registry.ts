@@ -15,6 +15,7 @@ import {
   type Transition,
   tick,
 } from "./breaker-engine.ts";
+import { ResourceExhaustedError } from "./errors.ts";
 import type { PolicySpec } from "./policy.ts";
 import type { PolicyRegistry } from "./policy-registry.ts";
 
@@ -43,6 +44,12 @@ interface Cause {
   causationId: string;
   principal: string;
 }
+
+/**
+ * Per-service breakers one dependency may have. Each calling service name makes one, so the cap
+ * keeps a caller that invents names from growing the server's memory without bound.
+ */
+export const MAX_SERVICE_BREAKERS_PER_DEPENDENCY = 1_000;
 
 /** The principal of transitions the server's own timer makes. */
 const SERVER_PRINCIPAL = "bulwark-server";
@@ -88,6 +95,8 @@ export class BreakerRegistry {
   /** Event id of each breaker's last transition, so the next one can name it as its cause. */
   private readonly lastEventIds = new Map<string, string>();
   private readonly dirty = new Set<Breaker>();
+  /** Per-service breakers per dependency, to bound how many callers can make. */
+  private readonly serviceBreakers = new Map<string, number>();
   private readonly flushTimer: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
 
@@ -104,6 +113,10 @@ export class BreakerRegistry {
       if (policy === undefined) continue;
       applyPolicy(breaker, policy);
       this.breakers.set(keyOf(breaker.dependency, breaker.service), breaker);
+      if (breaker.service !== "") {
+        const count = this.serviceBreakers.get(breaker.dependency) ?? 0;
+        this.serviceBreakers.set(breaker.dependency, count + 1);
+      }
     }
     // Resume every breaker where it was: an OPEN one whose wait ran out while the server was
     // down moves to HALF_OPEN now, the others get their timer for the remaining wait.
@@ -124,6 +137,15 @@ export class BreakerRegistry {
     const key = keyOf(policy.dependency, scoped);
     let breaker = this.breakers.get(key);
     if (breaker === undefined) {
+      if (scoped !== "") {
+        const count = this.serviceBreakers.get(policy.dependency) ?? 0;
+        if (count >= MAX_SERVICE_BREAKERS_PER_DEPENDENCY) {
+          throw new ResourceExhaustedError(
+            `dependency ${policy.dependency} already has ${count} per-service breakers; no more are created`,
+          );
+        }
+        this.serviceBreakers.set(policy.dependency, count + 1);
+      }
       breaker = createBreaker(policy.dependency, scoped, policy, this.clock());
       this.breakers.set(key, breaker);
     }
@@ -154,10 +176,10 @@ export class BreakerRegistry {
       // A policy deleted while the batch was in flight: nothing left to count against.
       if (policy === undefined) continue;
       const breaker = this.breakerFor(policy, outcome.service);
-      if (outcome.result !== "not-counted") counted++;
       const effect = record(breaker, policy, outcome, nowMs);
+      if (effect.counted === true) counted++;
       if (effect.stateChanged) changed.add(breaker);
-      else if (outcome.result !== "not-counted") this.dirty.add(breaker);
+      else if (effect.counted === true) this.dirty.add(breaker);
       for (const t of effect.transitions) {
         transitions.push(t);
         causes.push({ traceId: outcome.traceId, causationId: outcome.causationId, principal });
@@ -174,9 +196,14 @@ export class BreakerRegistry {
     return counted;
   }
 
+  /** A breaker's state; one not seen yet is CLOSED and empty, and reading it creates nothing. */
   get(dependency: string, service: string): BreakerView {
     const policy = this.policies.require(dependency);
-    return this.view(this.breakerFor(policy, service));
+    const scoped = policy.breaker.scope === "service" ? service : "";
+    const breaker =
+      this.breakers.get(keyOf(dependency, scoped)) ??
+      createBreaker(dependency, scoped, policy, this.clock());
+    return this.view(breaker);
   }
 
   list(): BreakerView[] {
@@ -285,22 +312,40 @@ export class BreakerRegistry {
   }
 
   private onPolicyChanged(policy: PolicySpec): void {
+    const perService = policy.breaker.scope === "service";
+    const stale: Breaker[] = [];
     for (const breaker of this.breakers.values()) {
-      if (breaker.dependency === policy.dependency) {
+      if (breaker.dependency !== policy.dependency) continue;
+      // A change of scope leaves the breakers of the old scope without callers: drop them.
+      if ((breaker.service !== "") !== perService) stale.push(breaker);
+      else {
         applyPolicy(breaker, policy);
         this.dirty.add(breaker);
       }
     }
+    if (stale.length > 0) {
+      for (const b of stale) this.forget(b);
+      this.store.remove(stale);
+    }
+  }
+
+  private forget(breaker: Breaker): void {
+    const key = keyOf(breaker.dependency, breaker.service);
+    this.breakers.delete(key);
+    this.dirty.delete(breaker);
+    const timer = this.timers.get(key);
+    if (timer !== undefined) clearTimeout(timer);
+    this.timers.delete(key);
+    if (breaker.service !== "") {
+      const count = this.serviceBreakers.get(breaker.dependency) ?? 1;
+      this.serviceBreakers.set(breaker.dependency, count - 1);
+    }
   }
 
   private onPolicyDeleted(dependency: string): void {
-    for (const [key, breaker] of this.breakers) {
-      if (breaker.dependency !== dependency) continue;
-      this.breakers.delete(key);
-      this.dirty.delete(breaker);
-      const timer = this.timers.get(key);
-      if (timer !== undefined) clearTimeout(timer);
-      this.timers.delete(key);
+    for (const breaker of [...this.breakers.values()]) {
+      if (breaker.dependency === dependency) this.forget(breaker);
     }
+    this.serviceBreakers.delete(dependency);
   }
 }

@@ -11,9 +11,19 @@ export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export const NAME_RULE =
   "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit";
 
+/** Longest part of a refused value echoed in an error message: enough to recognize it. */
+const MAX_ECHO_CHARS = 64;
+
+/** A value quoted for an error message, cut short so a huge input cannot make a huge error. */
+export function quoted(value: string): string {
+  return value.length <= MAX_ECHO_CHARS
+    ? JSON.stringify(value)
+    : `${JSON.stringify(value.slice(0, MAX_ECHO_CHARS))}… (${value.length} characters)`;
+}
+
 /** Throws InvalidArgumentError naming `field` unless `value` follows NAME_PATTERN. */
 export function assertName(field: string, value: string): void {
   if (!NAME_PATTERN.test(value)) {
-    throw new InvalidArgumentError(field, `${NAME_RULE}; got ${JSON.stringify(value)}`);
+    throw new InvalidArgumentError(field, `${NAME_RULE}; got ${quoted(value)}`);
   }
 }

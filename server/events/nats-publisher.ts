@@ -9,6 +9,8 @@ import type { DomainEvent } from "./domain-event.ts";
 export const BREAKER_SUBJECT_PREFIX = "bulwark.breaker.";
 export const POLICY_SUBJECT_PREFIX = "bulwark.policy.";
 
+/** How often the server says so while NATS has not been reached yet. */
+const NOT_CONNECTED_WARN_MS = 5_000;
 /** Between reconnect attempts; NATS adds its own jitter. Short, since events wait in its buffer. */
 const RECONNECT_WAIT_MS = 250;
 
@@ -47,6 +49,16 @@ export class NatsPublisher {
   }
 
   private async connectLoop(): Promise<void> {
+    this.logger.info({ servers: this.servers }, "connecting to nats");
+    const warn = setInterval(() => {
+      if (this.connection === undefined && !this.closed) {
+        this.logger.warn(
+          { servers: this.servers, dropped: this.dropped },
+          "nats not reachable yet; events go to Watch streams only",
+        );
+      }
+    }, NOT_CONNECTED_WARN_MS);
+    warn.unref();
     try {
       const nc = await connect({
         servers: this.servers.split(","),
@@ -60,6 +72,7 @@ export class NatsPublisher {
         return;
       }
       this.connection = nc;
+      clearInterval(warn);
       this.logger.info({ servers: this.servers }, "nats connected");
       for await (const status of nc.status()) {
         if (status.type === "disconnect" || status.type === "reconnect") {
@@ -68,6 +81,8 @@ export class NatsPublisher {
       }
     } catch (err) {
       if (!this.closed) this.logger.error({ err }, "nats connection failed");
+    } finally {
+      clearInterval(warn);
     }
   }
 

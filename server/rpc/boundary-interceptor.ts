@@ -58,6 +58,12 @@ export function boundaryInterceptor(
       else logger.info(fields, "rpc");
     };
     const fail = (err: unknown): never => {
+      // A client that went away (an abandoned Watch, a cancelled call) is not a server failure.
+      if (req.signal.aborted && !(err instanceof ConnectError)) {
+        const cancelled = new ConnectError("the client cancelled the call", Code.Canceled);
+        log(Code.Canceled, cancelled);
+        throw cancelled;
+      }
       const { error, internal } = toConnectError(err);
       log(error.code, internal ? err : error, internal);
       throw error;

@@ -28,6 +28,11 @@ import { intArg, serviceArg, textArg } from "./request-fields.ts";
 export const MAX_REPORT_BATCH = 1_000;
 /** Events a Watch subscriber may fall behind by before its stream is ended (it then resyncs). */
 export const MAX_WATCH_BACKLOG = 10_000;
+/**
+ * Watch streams open at once. Each holds a subscription and a backlog; past the cap a new one is
+ * refused with ResourceExhausted rather than letting watchers exhaust the server's memory.
+ */
+export const MAX_WATCHERS = 512;
 /** Default and largest page of ListTransitions. */
 export const DEFAULT_TRANSITIONS_LIMIT = 100;
 export const MAX_TRANSITIONS_LIMIT = 1_000;
@@ -49,6 +54,7 @@ export function breakerService(
   hub: EventHub,
   shutdown: AbortSignal,
 ): ServiceImpl<typeof BreakerService> {
+  let watchers = 0;
   return {
     acquire(req, ctx) {
       assertName("dependency", req.dependency);
@@ -141,6 +147,10 @@ export function breakerService(
       req.dependencies.forEach((d, i) => {
         assertName(`dependencies[${i}]`, d);
       });
+      if (watchers >= MAX_WATCHERS) {
+        throw new ResourceExhaustedError(`${MAX_WATCHERS} Watch streams are open; retry later`);
+      }
+      watchers++;
       const only = new Set(req.dependencies);
       const wanted = (dependency: string) => only.size === 0 || only.has(dependency);
       const backlog: DomainEvent[] = [];
@@ -192,6 +202,7 @@ export function breakerService(
           yield message;
         }
       } finally {
+        watchers--;
         unsubscribe();
         stop.removeEventListener("abort", onStop);
       }

@@ -119,6 +119,14 @@ export class BreakerStore {
     );
   }
 
+  /** Deletes the stored state of breakers that no longer exist. */
+  remove(breakers: readonly Breaker[]): void {
+    const del = this.db.prepare("DELETE FROM breakers WHERE dependency = ? AND service = ?");
+    this.db.transaction(() => {
+      for (const b of breakers) del.run(b.dependency, b.service);
+    })();
+  }
+
   loadAll(): Breaker[] {
     return this.selectAll.all().map(breakerOf);
   }

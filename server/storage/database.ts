@@ -3,6 +3,17 @@ import { MIGRATIONS } from "./migrations.ts";
 
 export type Db = Database.Database;
 
+/** A database file that cannot be opened (missing directory, no permission). */
+export class DatabaseOpenError extends Error {
+  override readonly name = "DatabaseOpenError";
+  constructor(
+    readonly path: string,
+    cause: unknown,
+  ) {
+    super(`cannot open ${path}: ${(cause as Error).message}`, { cause });
+  }
+}
+
 /**
  * Opens (or creates) the operational SQLite database and brings its schema up to date.
  *
@@ -11,7 +22,12 @@ export type Db = Database.Database;
  * policies and transitions. High-rate window counters avoid the cost by being group-committed.
  */
 export function openDatabase(path: string, migrations: readonly string[] = MIGRATIONS): Db {
-  const db = new Database(path);
+  let db: Db;
+  try {
+    db = new Database(path);
+  } catch (err) {
+    throw new DatabaseOpenError(path, err);
+  }
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");
   db.pragma("foreign_keys = ON");

@@ -36,4 +36,19 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX transitions_by_dependency ON transitions (dependency, sequence);
   `,
+  `
+  -- The last revision of each deleted policy, so a re-created policy continues its numbering and
+  -- a writer holding a revision from before the delete cannot overwrite it by accident.
+  CREATE TABLE policy_tombstones (
+    dependency TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL
+  );
+  -- The server process that owns this file (one writer per operational database).
+  CREATE TABLE server_lock (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER NOT NULL,
+    hostname TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL
+  );
+  `,
 ];

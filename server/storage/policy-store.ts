@@ -26,6 +26,7 @@ export class PolicyStore {
   private readonly selectAll;
   private readonly upsert;
   private readonly remove;
+  private readonly tombstone;
 
   constructor(private readonly db: Db) {
     this.selectOne = db.prepare<[string], PolicyRow>("SELECT * FROM policies WHERE dependency = ?");
@@ -37,6 +38,9 @@ export class PolicyStore {
          updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by`,
     );
     this.remove = db.prepare("DELETE FROM policies WHERE dependency = ?");
+    this.tombstone = db.prepare<[string], { revision: number }>(
+      "SELECT revision FROM policy_tombstones WHERE dependency = ?",
+    );
   }
 
   get(dependency: string): PolicySpec | undefined {
@@ -64,12 +68,16 @@ export class PolicyStore {
         const currentRevision = current?.revision ?? 0;
         if (expectedRevision !== undefined && expectedRevision !== currentRevision) {
           throw new FailedPreconditionError(
-            `policy ${spec.dependency} is at revision ${currentRevision}, not the expected ${expectedRevision}`,
+            current === undefined
+              ? `policy ${spec.dependency} does not exist; expect revision 0 to create it`
+              : `policy ${spec.dependency} is at revision ${currentRevision}, not the expected ${expectedRevision}`,
           );
         }
+        // A re-created policy continues the numbering of the deleted one.
+        const deletedRevision = this.tombstone.get(spec.dependency)?.revision ?? 0;
         const stored: PolicySpec = {
           ...spec,
-          revision: currentRevision + 1,
+          revision: Math.max(currentRevision, deletedRevision) + 1,
           updatedAtMs: nowMs,
           updatedBy: principal,
         };
@@ -99,6 +107,12 @@ export class PolicyStore {
           );
         }
         this.remove.run(dependency);
+        this.db
+          .prepare(
+            `INSERT INTO policy_tombstones (dependency, revision) VALUES (?, ?)
+             ON CONFLICT (dependency) DO UPDATE SET revision = excluded.revision`,
+          )
+          .run(dependency, current.revision);
         this.db.prepare("DELETE FROM breakers WHERE dependency = ?").run(dependency);
         return current.revision;
       })
