@@ -8,13 +8,17 @@ import { AuditLog } from "./audit/audit-log.ts";
 import { AuditMirror } from "./audit/audit-mirror.ts";
 import { AuditStore } from "./audit/audit-store.ts";
 import { isLoopback } from "./config.ts";
+import { AlertMonitor } from "./domain/alert-monitor.ts";
 import { BreakerRegistry } from "./domain/breaker-registry.ts";
+import type { BurnRateOptions } from "./domain/burn-rate-alerts.ts";
 import { PolicyRegistry } from "./domain/policy-registry.ts";
 import { EventHub } from "./events/event-hub.ts";
 import { NatsPublisher } from "./events/nats-publisher.ts";
+import { startHttpEndpoints } from "./observability/http-endpoints.ts";
+import { ServerMetrics } from "./observability/metrics.ts";
 import { auditService } from "./rpc/audit-service.ts";
 import { boundaryInterceptor } from "./rpc/boundary-interceptor.ts";
-import { breakerService } from "./rpc/breaker-service.ts";
+import { breakerService, type DataPathObservers } from "./rpc/breaker-service.ts";
 import { healthService } from "./rpc/health-service.ts";
 import { policyService } from "./rpc/policy-service.ts";
 import type { TokenRegistry } from "./security/token-registry.ts";
@@ -44,6 +48,10 @@ export interface ServerOptions {
   tokens?: TokenRegistry | undefined;
   /** Serve TLS with this certificate and key. */
   tls?: TlsFiles | undefined;
+  /** Serve `/metrics`, `/healthz` and `/readyz` over HTTP here; not served when unset. */
+  metrics?: { host: string; port: number } | undefined;
+  /** Windows and threshold of the error-budget burn alerts; defaults in burn-rate-alerts.ts. */
+  alerts?: Partial<BurnRateOptions> | undefined;
   /** NATS servers (comma-separated URLs) to publish events on; Watch only when unset. */
   natsUrl?: string | undefined;
   logger: Logger;
@@ -55,6 +63,8 @@ export interface BulwarkServer {
   /** `http://host:port`, what the SDK and Connect clients take. */
   url: string;
   port: number;
+  /** Base URL of the metrics and health endpoints, when they are served. */
+  metricsUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -95,6 +105,38 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     }
   });
   const shutdown = new AbortController();
+  const metrics = new ServerMetrics({
+    breakers: () => breakers.list(),
+    processMetrics: options.metrics !== undefined,
+  });
+  const unsubscribeMetrics = hub.subscribe((event) => {
+    if (event.kind === "breaker-transition") {
+      metrics.recordTransition(event.transition.dependency, event.transition.to);
+    }
+  });
+  const alerts = new AlertMonitor(
+    policies,
+    hub,
+    clock,
+    logger,
+    (change) => metrics.setAlert(change.dependency, change.kind === "raised"),
+    options.alerts,
+  );
+  const observers: DataPathObservers = {
+    onAcquire: (dependency, decision) => metrics.recordAcquire(dependency, decision),
+    onOutcomes: (outcomes) => {
+      metrics.recordOutcomes(outcomes);
+      alerts.observe(
+        outcomes
+          .filter((o) => o.result === "success" || o.result === "failure" || o.result === "timeout")
+          .map((o) => ({
+            dependency: o.dependency,
+            failure: o.result !== "success",
+            traceId: o.traceId,
+          })),
+      );
+    },
+  };
 
   let transport: Awaited<ReturnType<typeof listen>>;
   try {
@@ -102,10 +144,17 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
       host: options.host,
       port: options.port,
       tls: options.tls,
-      interceptors: [boundaryInterceptor(logger, options.tokens)],
+      interceptors: [
+        boundaryInterceptor(logger, options.tokens, (method, code, durationMs) =>
+          metrics.recordRpc(method, code, durationMs),
+        ),
+      ],
       routes: (router) => {
         router.service(PolicyService, policyService(policies));
-        router.service(BreakerService, breakerService(breakers, policies, hub, shutdown.signal));
+        router.service(
+          BreakerService,
+          breakerService(breakers, policies, hub, shutdown.signal, observers),
+        );
         router.service(AuditService, auditService(audit));
         router.service(
           Health,
@@ -117,6 +166,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
       },
     });
   } catch (err) {
+    alerts.close();
     breakers.close();
     release();
     db.close();
@@ -137,14 +187,41 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     "listening",
   );
 
+  let endpoints: Awaited<ReturnType<typeof startHttpEndpoints>> | undefined;
+  if (options.metrics !== undefined) {
+    try {
+      endpoints = await startHttpEndpoints({
+        ...options.metrics,
+        metrics,
+        ready: () => !shutdown.signal.aborted && db.open,
+        onError: (err) => logger.error({ err }, "metrics endpoint failed"),
+      });
+    } catch (err) {
+      shutdown.abort();
+      await transport.close();
+      alerts.close();
+      breakers.close();
+      release();
+      db.close();
+      auditStore.close();
+      await nats?.close();
+      throw err;
+    }
+    logger.info({ url: endpoints.url }, "metrics and health endpoints listening");
+  }
+
   let closing: Promise<void> | undefined;
   return {
     url,
     port: transport.port,
+    metricsUrl: endpoints?.url,
     close() {
       closing ??= (async () => {
         shutdown.abort();
+        await endpoints?.close();
         await transport.close();
+        alerts.close();
+        unsubscribeMetrics();
         unsubscribeNats();
         breakers.close();
         unsubscribeAudit();

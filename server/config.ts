@@ -5,6 +5,8 @@ import { parseArgs } from "node:util";
 export const DEFAULT_PORT = 50051;
 /** Loopback by default: nothing is exposed until an operator chooses an address. */
 export const DEFAULT_HOST = "127.0.0.1";
+/** The port Prometheus exporters conventionally use. */
+export const DEFAULT_METRICS_PORT = 9464;
 /** In the working directory, so a first run needs no set-up. */
 export const DEFAULT_DB_PATH = "bulwark.db";
 
@@ -17,6 +19,8 @@ export interface ServerConfig {
   natsUrl: string | undefined;
   logLevel: string;
   tokensFile: string | undefined;
+  /** Where /metrics, /healthz and /readyz are served; undefined when turned off. */
+  metrics: { host: string; port: number } | undefined;
   tlsCertFile: string | undefined;
   tlsKeyFile: string | undefined;
 }
@@ -37,7 +41,10 @@ export const USAGE = `Usage: bulwark-server [options]
   --tokens-file F   bearer tokens with roles, stored as SHA-256 hashes (env BULWARK_TOKENS_FILE);
                     required unless --host is a loopback address
   --tls-cert F      PEM certificate chain; serve TLS (env BULWARK_TLS_CERT; needs --tls-key)
-  --tls-key F       PEM private key (env BULWARK_TLS_KEY; needs --tls-cert)`;
+  --tls-key F       PEM private key (env BULWARK_TLS_KEY; needs --tls-cert)
+  --metrics-port N  HTTP port of /metrics, /healthz and /readyz, 0 for any free one, off to
+                    turn them off (env BULWARK_METRICS_PORT; default ${DEFAULT_METRICS_PORT})
+  --metrics-host H  their address (env BULWARK_METRICS_HOST; default: --host)`;
 
 const LEVELS = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -59,6 +66,8 @@ export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): Serve
         "tokens-file": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
+        "metrics-port": { type: "string" },
+        "metrics-host": { type: "string" },
         help: { type: "boolean" },
       },
     }).values;
@@ -118,7 +127,20 @@ export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): Serve
       `--tokens-file is required when --host is not a loopback address (got ${JSON.stringify(host)}): without tokens anyone who reaches the port could change policies`,
     );
   }
+  const metricsPortText =
+    str("metrics-port", "BULWARK_METRICS_PORT") ?? String(DEFAULT_METRICS_PORT);
+  let metrics: ServerConfig["metrics"];
+  if (metricsPortText !== "off") {
+    const metricsPort = Number(metricsPortText);
+    if (!/^\d+$/.test(metricsPortText) || metricsPort > 65_535) {
+      throw new UsageError(
+        `--metrics-port must be an integer in [0, 65535] or off; got ${JSON.stringify(metricsPortText)}`,
+      );
+    }
+    metrics = { host: str("metrics-host", "BULWARK_METRICS_HOST") ?? host, port: metricsPort };
+  }
   return {
+    metrics,
     tokensFile,
     tlsCertFile,
     tlsKeyFile,

@@ -73,6 +73,8 @@ export async function spawnServerProcess(
       dbPath,
       "--port",
       String(port),
+      "--metrics-port",
+      "0",
       ...extraArgs,
     ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },

@@ -189,5 +189,16 @@ function describe(event: DomainEvent): {
         aggregateId: event.dependency,
         body: { dependency: event.dependency, revision: event.revision },
       };
+    case "alert":
+      return {
+        eventType: event.alert.kind === "raised" ? "alert.raised" : "alert.cleared",
+        aggregateId: event.alert.dependency,
+        // A zero budget makes burn rates infinite, which JSON cannot hold: name it.
+        body: JSON.parse(
+          JSON.stringify(event.alert, (_k, v: unknown) =>
+            v === Number.POSITIVE_INFINITY ? "Infinity" : v,
+          ),
+        ),
+      };
   }
 }

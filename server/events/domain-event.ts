@@ -1,3 +1,4 @@
+import type { AlertChange } from "../domain/burn-rate-alerts.ts";
 import type { PolicySpec } from "../domain/policy.ts";
 import type { StoredTransition } from "../storage/breaker-store.ts";
 
@@ -18,6 +19,7 @@ export type DomainEvent = EventEnvelope &
     | { kind: "breaker-transition"; transition: StoredTransition }
     | { kind: "policy-changed"; policy: PolicySpec }
     | { kind: "policy-deleted"; dependency: string; revision: number; deletedBy: string }
+    | { kind: "alert"; alert: AlertChange }
   );
 
 /** The dependency an event is about. */
@@ -29,5 +31,7 @@ export function dependencyOf(event: DomainEvent): string {
       return event.policy.dependency;
     case "policy-deleted":
       return event.dependency;
+    case "alert":
+      return event.alert.dependency;
   }
 }

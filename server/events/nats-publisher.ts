@@ -8,6 +8,7 @@ import type { DomainEvent } from "./domain-event.ts";
 /** Subject prefixes of DESIGN §9: `bulwark.breaker.<dependency>`, `bulwark.policy.<dependency>`. */
 export const BREAKER_SUBJECT_PREFIX = "bulwark.breaker.";
 export const POLICY_SUBJECT_PREFIX = "bulwark.policy.";
+export const ALERT_SUBJECT_PREFIX = "bulwark.alert.";
 
 /** How often the server says so while NATS has not been reached yet. */
 const NOT_CONNECTED_WARN_MS = 5_000;
@@ -22,6 +23,8 @@ export function subjectOf(event: DomainEvent): string {
       return POLICY_SUBJECT_PREFIX + event.policy.dependency;
     case "policy-deleted":
       return POLICY_SUBJECT_PREFIX + event.dependency;
+    case "alert":
+      return ALERT_SUBJECT_PREFIX + event.alert.dependency;
   }
 }
 

@@ -37,6 +37,7 @@ function authenticate(tokens: TokenRegistry, method: string, header: Headers): s
 export function boundaryInterceptor(
   logger: Logger,
   tokens: TokenRegistry | undefined,
+  onRpc: (method: string, code: string, durationMs: number) => void = () => {},
 ): Interceptor {
   return (next) => async (req) => {
     const info = callInfoFromHeaders(req.header);
@@ -53,6 +54,7 @@ export function boundaryInterceptor(
         ...(internal ? { err } : {}),
         ...(err instanceof ConnectError && !internal ? { error: err.rawMessage } : {}),
       };
+      onRpc(method, fields.code, fields.durationMs);
       if (internal) logger.error(fields, "rpc");
       else if (code === Code.Canceled) logger.debug(fields, "rpc");
       else logger.info(fields, "rpc");

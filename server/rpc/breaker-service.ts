@@ -48,11 +48,36 @@ const COUNTED: Record<number, CountedResult | undefined> = {
   [OutcomeResult.IGNORED]: "not-counted",
 };
 
+/** Observers of the data path: metrics and alerts. */
+export interface DataPathObservers {
+  onAcquire(dependency: string, decision: "allow" | "reject" | "probe"): void;
+  /** Every validated outcome of a Report, with the name of its result. */
+  onOutcomes(outcomes: readonly ObservedOutcome[]): void;
+}
+
+export interface ObservedOutcome {
+  dependency: string;
+  service: string;
+  result: string;
+  latencyMs: number;
+  traceId: string;
+}
+
+const RESULT_NAMES: Record<number, string> = {
+  [OutcomeResult.SUCCESS]: "success",
+  [OutcomeResult.FAILURE]: "failure",
+  [OutcomeResult.TIMEOUT]: "timeout",
+  [OutcomeResult.REJECTED]: "rejected",
+  [OutcomeResult.CANCELLED]: "cancelled",
+  [OutcomeResult.IGNORED]: "ignored",
+};
+
 export function breakerService(
   breakers: BreakerRegistry,
   policies: PolicyRegistry,
   hub: EventHub,
   shutdown: AbortSignal,
+  observers: DataPathObservers,
 ): ServiceImpl<typeof BreakerService> {
   let watchers = 0;
   return {
@@ -70,6 +95,7 @@ export function breakerService(
         info.principal,
       );
       const d = answer.decision;
+      observers.onAcquire(req.dependency, d.kind);
       return {
         decision:
           d.kind === "allow"
@@ -115,7 +141,17 @@ export function breakerService(
           causationId: textArg(`${at}.causation_id`, o.causationId, MAX_ID_LENGTH),
         };
       });
-      return { counted: breakers.report(outcomes, callInfo(ctx).principal) };
+      const counted = breakers.report(outcomes, callInfo(ctx).principal);
+      observers.onOutcomes(
+        req.outcomes.map((o) => ({
+          dependency: o.dependency,
+          service: o.service,
+          result: RESULT_NAMES[o.result] ?? "unknown",
+          latencyMs: o.latencyMs,
+          traceId: o.traceId,
+        })),
+      );
+      return { counted };
     },
 
     getBreaker(req) {

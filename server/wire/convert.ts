@@ -117,6 +117,30 @@ export function eventToWire(e: DomainEvent): Event {
           value: { dependency: e.dependency, revision: BigInt(e.revision), deletedBy: e.deletedBy },
         },
       });
+    case "alert": {
+      const a = e.alert;
+      const win = (w: typeof a.short) => ({
+        windowMs: BigInt(w.windowMs),
+        calls: w.calls,
+        failures: w.failures,
+        burnRate: w.burnRate,
+      });
+      return create(EventSchema, {
+        ...envelope,
+        kind: {
+          case: "alertChanged",
+          value: {
+            dependency: a.dependency,
+            active: a.kind === "raised",
+            reason: a.reason,
+            shortWindow: win(a.short),
+            longWindow: win(a.long),
+            threshold: a.threshold,
+            budget: a.budget,
+          },
+        },
+      });
+    }
   }
 }
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bulwark/v1/event.proto.
  */
 export const file_bulwark_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChZidWx3YXJrL3YxL2V2ZW50LnByb3RvEgpidWx3YXJrLnYxIooCCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgCIAEoCRIUCgxjYXVzYXRpb25faWQYAyABKAkSEgoKYXRfdW5peF9tcxgEIAEoAxI7ChJicmVha2VyX3RyYW5zaXRpb24YBSABKAsyHS5idWx3YXJrLnYxLkJyZWFrZXJUcmFuc2l0aW9uSAASMwoOcG9saWN5X2NoYW5nZWQYBiABKAsyGS5idWx3YXJrLnYxLlBvbGljeUNoYW5nZWRIABIzCg5wb2xpY3lfZGVsZXRlZBgHIAEoCzIZLmJ1bHdhcmsudjEuUG9saWN5RGVsZXRlZEgAQgYKBGtpbmQiMwoNUG9saWN5Q2hhbmdlZBIiCgZwb2xpY3kYASABKAsyEi5idWx3YXJrLnYxLlBvbGljeSJJCg1Qb2xpY3lEZWxldGVkEhIKCmRlcGVuZGVuY3kYASABKAkSEAoIcmV2aXNpb24YAiABKAMSEgoKZGVsZXRlZF9ieRgDIAEoCWIGcHJvdG8z", [file_bulwark_v1_breaker_types, file_bulwark_v1_policy]);
+  fileDesc("ChZidWx3YXJrL3YxL2V2ZW50LnByb3RvEgpidWx3YXJrLnYxIr0CCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgCIAEoCRIUCgxjYXVzYXRpb25faWQYAyABKAkSEgoKYXRfdW5peF9tcxgEIAEoAxI7ChJicmVha2VyX3RyYW5zaXRpb24YBSABKAsyHS5idWx3YXJrLnYxLkJyZWFrZXJUcmFuc2l0aW9uSAASMwoOcG9saWN5X2NoYW5nZWQYBiABKAsyGS5idWx3YXJrLnYxLlBvbGljeUNoYW5nZWRIABIzCg5wb2xpY3lfZGVsZXRlZBgHIAEoCzIZLmJ1bHdhcmsudjEuUG9saWN5RGVsZXRlZEgAEjEKDWFsZXJ0X2NoYW5nZWQYCCABKAsyGC5idWx3YXJrLnYxLkFsZXJ0Q2hhbmdlZEgAQgYKBGtpbmQiwgEKDEFsZXJ0Q2hhbmdlZBISCgpkZXBlbmRlbmN5GAEgASgJEg4KBmFjdGl2ZRgCIAEoCBIOCgZyZWFzb24YAyABKAkSLQoMc2hvcnRfd2luZG93GAQgASgLMhcuYnVsd2Fyay52MS5BbGVydFdpbmRvdxIsCgtsb25nX3dpbmRvdxgFIAEoCzIXLmJ1bHdhcmsudjEuQWxlcnRXaW5kb3cSEQoJdGhyZXNob2xkGAYgASgBEg4KBmJ1ZGdldBgHIAEoASJUCgtBbGVydFdpbmRvdxIRCgl3aW5kb3dfbXMYASABKAMSDQoFY2FsbHMYAiABKAUSEAoIZmFpbHVyZXMYAyABKAUSEQoJYnVybl9yYXRlGAQgASgBIjMKDVBvbGljeUNoYW5nZWQSIgoGcG9saWN5GAEgASgLMhIuYnVsd2Fyay52MS5Qb2xpY3kiSQoNUG9saWN5RGVsZXRlZBISCgpkZXBlbmRlbmN5GAEgASgJEhAKCHJldmlzaW9uGAIgASgDEhIKCmRlbGV0ZWRfYnkYAyABKAliBnByb3RvMw", [file_bulwark_v1_breaker_types, file_bulwark_v1_policy]);
 
 /**
  * Event is published on NATS (bulwark.breaker.<dependency>, bulwark.policy.<dependency>) and
@@ -70,6 +70,12 @@ export type Event = Message<"bulwark.v1.Event"> & {
      */
     value: PolicyDeleted;
     case: "policyDeleted";
+  } | {
+    /**
+     * @generated from field: bulwark.v1.AlertChanged alert_changed = 8;
+     */
+    value: AlertChanged;
+    case: "alertChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -79,6 +85,99 @@ export type Event = Message<"bulwark.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_bulwark_v1_event, 0);
+
+/**
+ * AlertChanged says a dependency's error budget started or stopped burning too fast: the burn
+ * rate over both a short and a long window reached the threshold (raised), or the short
+ * window's fell below it again (cleared). Published on bulwark.alert.<dependency>.
+ *
+ * @generated from message bulwark.v1.AlertChanged
+ */
+export type AlertChanged = Message<"bulwark.v1.AlertChanged"> & {
+  /**
+   * @generated from field: string dependency = 1;
+   */
+  dependency: string;
+
+  /**
+   * True when raised, false when cleared.
+   *
+   * @generated from field: bool active = 2;
+   */
+  active: boolean;
+
+  /**
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: bulwark.v1.AlertWindow short_window = 4;
+   */
+  shortWindow?: AlertWindow | undefined;
+
+  /**
+   * @generated from field: bulwark.v1.AlertWindow long_window = 5;
+   */
+  longWindow?: AlertWindow | undefined;
+
+  /**
+   * Burn rate that raises the alert: how many times faster than sustainable the budget is spent.
+   *
+   * @generated from field: double threshold = 6;
+   */
+  threshold: number;
+
+  /**
+   * The error budget: 1 - availability target.
+   *
+   * @generated from field: double budget = 7;
+   */
+  budget: number;
+};
+
+/**
+ * Describes the message bulwark.v1.AlertChanged.
+ * Use `create(AlertChangedSchema)` to create a new message.
+ */
+export const AlertChangedSchema: GenMessage<AlertChanged> = /*@__PURE__*/
+  messageDesc(file_bulwark_v1_event, 1);
+
+/**
+ * AlertWindow holds the figures of one alert window.
+ *
+ * @generated from message bulwark.v1.AlertWindow
+ */
+export type AlertWindow = Message<"bulwark.v1.AlertWindow"> & {
+  /**
+   * @generated from field: int64 window_ms = 1;
+   */
+  windowMs: bigint;
+
+  /**
+   * @generated from field: int32 calls = 2;
+   */
+  calls: number;
+
+  /**
+   * @generated from field: int32 failures = 3;
+   */
+  failures: number;
+
+  /**
+   * (failures / calls) / budget; +Inf when the budget is 0 and a call failed.
+   *
+   * @generated from field: double burn_rate = 4;
+   */
+  burnRate: number;
+};
+
+/**
+ * Describes the message bulwark.v1.AlertWindow.
+ * Use `create(AlertWindowSchema)` to create a new message.
+ */
+export const AlertWindowSchema: GenMessage<AlertWindow> = /*@__PURE__*/
+  messageDesc(file_bulwark_v1_event, 2);
 
 /**
  * PolicyChanged carries the policy as stored after a Put.
@@ -97,7 +196,7 @@ export type PolicyChanged = Message<"bulwark.v1.PolicyChanged"> & {
  * Use `create(PolicyChangedSchema)` to create a new message.
  */
 export const PolicyChangedSchema: GenMessage<PolicyChanged> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_event, 1);
+  messageDesc(file_bulwark_v1_event, 3);
 
 /**
  * PolicyDeleted names the policy that was deleted.
@@ -126,5 +225,5 @@ export type PolicyDeleted = Message<"bulwark.v1.PolicyDeleted"> & {
  * Use `create(PolicyDeletedSchema)` to create a new message.
  */
 export const PolicyDeletedSchema: GenMessage<PolicyDeleted> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_event, 2);
+  messageDesc(file_bulwark_v1_event, 4);
 
