@@ -6,6 +6,20 @@ import { callInfoFromHeaders, callInfoKey } from "./call-context.ts";
 import { toConnectError } from "./error-mapping.ts";
 
 /**
+ * The dependency and calling service a unary request is about, for the log line. Values are cut
+ * short: the request may be one being refused for its size.
+ */
+function subjectOf(req: { stream: boolean; message?: unknown }): {
+  dependency?: string;
+  service?: string;
+} {
+  if (req.stream) return {};
+  const m = req.message as { dependency?: unknown; service?: unknown } | undefined;
+  const text = (v: unknown) => (typeof v === "string" && v !== "" ? v.slice(0, 128) : undefined);
+  return { dependency: text(m?.dependency), service: text(m?.service) };
+}
+
+/**
  * Checks the bearer token of a call against the method's role and returns the caller's name.
  * No token or an unknown one: Unauthenticated; a known one without the role: PermissionDenied.
  * The token itself is never logged or echoed.
@@ -50,7 +64,9 @@ export function boundaryInterceptor(
         durationMs: Math.round((performance.now() - started) * 1000) / 1000,
         requestId: info.requestId,
         principal: info.principal,
+        ...subjectOf(req),
         traceId: info.traceId || undefined,
+        ...(code === "OK" ? {} : { errorType: Code[code] }),
         ...(internal ? { err } : {}),
         ...(err instanceof ConnectError && !internal ? { error: err.rawMessage } : {}),
       };

@@ -1,0 +1,195 @@
+/**
+ * `npm run cli -- <command>`: operate a Bulwark control plane from a terminal or a deploy job.
+ * Policies are kept as YAML or JSON files (the bulwark.v1.Policy message in its JSON form, one
+ * policy or a `policies:` list) and applied with `policy apply`.
+ */
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { type DescMessage, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { parse as parseYaml } from "yaml";
+import {
+  AuditService,
+  TraceResponseSchema,
+  VerifyResponseSchema,
+} from "../gen/bulwark/v1/audit_pb.ts";
+import {
+  BreakerService,
+  GetBreakerResponseSchema,
+  ListBreakersResponseSchema,
+  ListTransitionsResponseSchema,
+} from "../gen/bulwark/v1/breaker_pb.ts";
+import { PolicySchema, PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
+
+const DEFAULT_URL = "http://127.0.0.1:50051";
+/** Long enough for a Verify over millions of audit records. */
+const CALL_TIMEOUT_MS = 60_000;
+
+const USAGE = `Usage: npm run cli -- [--url URL] [--token T] [--ca FILE] <command>
+Commands:
+  policy apply FILE...          create or replace the policies in YAML or JSON files
+  policy list | get DEP | delete DEP [--revision N]
+  breaker list | get DEP [--service S] | transitions [DEP]
+  audit verify | trace TRACE_ID
+Options:
+  --url URL     control plane (env BULWARK_URL; default ${DEFAULT_URL})
+  --token T     bearer token (env BULWARK_TOKEN)
+  --ca FILE     PEM CA for an https:// URL signed by a private CA (env BULWARK_CA_FILE)`;
+
+class UsageError extends Error {}
+
+function print(schema: DescMessage, message: unknown): void {
+  // biome-ignore lint/suspicious/noExplicitAny: toJson takes the message of the given schema
+  process.stdout.write(`${JSON.stringify(toJson(schema, message as any), null, 2)}\n`);
+}
+
+/** Policies from a YAML or JSON file: one policy, or `{ policies: [...] }`. */
+function policiesFromFile(path: string) {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new UsageError(`policy apply: ${path}: ${(err as Error).message}`);
+  }
+  const list = (doc as { policies?: unknown })?.policies ?? [doc];
+  if (!Array.isArray(list))
+    throw new UsageError(`policy apply: ${path}: "policies" must be a list`);
+  return list.map((entry, i) => {
+    try {
+      return fromJson(PolicySchema, entry as JsonValue);
+    } catch (err) {
+      throw new UsageError(`policy apply: ${path}: policies[${i}]: ${(err as Error).message}`);
+    }
+  });
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      url: { type: "string" },
+      token: { type: "string" },
+      ca: { type: "string" },
+      revision: { type: "string" },
+      service: { type: "string" },
+      help: { type: "boolean" },
+    },
+  });
+  if (values.help || positionals.length === 0) {
+    process.stdout.write(`${USAGE}\n`);
+    if (positionals.length === 0 && !values.help) throw new UsageError("a command is required");
+    return;
+  }
+  const url = values.url ?? process.env.BULWARK_URL ?? DEFAULT_URL;
+  if (!/^https?:\/\//.test(url)) throw new UsageError(`--url must be an http(s) URL; got "${url}"`);
+  const token = values.token ?? process.env.BULWARK_TOKEN;
+  const caFile = values.ca ?? process.env.BULWARK_CA_FILE;
+  let ca: Buffer | undefined;
+  if (caFile !== undefined) {
+    try {
+      ca = readFileSync(caFile);
+    } catch {
+      throw new UsageError(`--ca cannot be read: "${caFile}"`);
+    }
+  }
+  const transport = createGrpcTransport({
+    baseUrl: url,
+    ...(ca === undefined ? {} : { nodeOptions: { ca } }),
+    defaultTimeoutMs: CALL_TIMEOUT_MS,
+    interceptors: [
+      (next) => (req) => {
+        if (token !== undefined) req.header.set("authorization", `Bearer ${token}`);
+        return next(req);
+      },
+    ],
+  });
+  const policies = createClient(PolicyService, transport);
+  const breakers = createClient(BreakerService, transport);
+  const audit = createClient(AuditService, transport);
+  const [group, command, ...args] = positionals;
+  const arg = (name: string) => {
+    const value = args[0];
+    if (value === undefined) throw new UsageError(`${group} ${command} needs ${name}`);
+    return value;
+  };
+
+  switch (`${group} ${command ?? ""}`.trim()) {
+    case "policy apply": {
+      if (args.length === 0) throw new UsageError("policy apply needs at least one FILE");
+      const all = args.flatMap(policiesFromFile);
+      for (const policy of all) {
+        const res = await policies.putPolicy({ policy });
+        process.stdout.write(
+          `applied ${res.policy?.dependency} at revision ${res.policy?.revision}\n`,
+        );
+      }
+      return;
+    }
+    case "policy list":
+      for (const p of (await policies.listPolicies({})).policies) print(PolicySchema, p);
+      return;
+    case "policy get":
+      print(PolicySchema, (await policies.getPolicy({ dependency: arg("DEP") })).policy);
+      return;
+    case "policy delete": {
+      let expectedRevision: bigint | undefined;
+      if (values.revision !== undefined) {
+        if (!/^\d+$/.test(values.revision)) {
+          throw new UsageError(`--revision must be a whole number; got "${values.revision}"`);
+        }
+        expectedRevision = BigInt(values.revision);
+      }
+      const res = await policies.deletePolicy({ dependency: arg("DEP"), expectedRevision });
+      process.stdout.write(`deleted ${args[0]} at revision ${res.revision}\n`);
+      return;
+    }
+    case "breaker list":
+      print(ListBreakersResponseSchema, await breakers.listBreakers({}));
+      return;
+    case "breaker get": {
+      const res = await breakers.getBreaker({
+        dependency: arg("DEP"),
+        service: values.service ?? "",
+      });
+      print(GetBreakerResponseSchema, res);
+      return;
+    }
+    case "breaker transitions": {
+      const res = await breakers.listTransitions({ dependency: args[0] ?? "", limit: 1_000 });
+      print(ListTransitionsResponseSchema, res);
+      return;
+    }
+    case "audit verify": {
+      const res = await audit.verify({});
+      print(VerifyResponseSchema, res);
+      if (!res.valid) process.exitCode = 3;
+      return;
+    }
+    case "audit trace":
+      print(TraceResponseSchema, await audit.trace({ traceId: arg("TRACE_ID") }));
+      return;
+    default:
+      throw new UsageError(`unknown command "${positionals.join(" ")}"`);
+  }
+}
+
+try {
+  await main(process.argv.slice(2));
+} catch (err) {
+  const code = (err as { code?: unknown }).code;
+  if (err instanceof ConnectError) {
+    process.stderr.write(`bulwark: ${Code[err.code]}: ${err.rawMessage}\n`);
+    process.exitCode = 1;
+  } else if (
+    err instanceof UsageError ||
+    (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))
+  ) {
+    process.stderr.write(`bulwark: ${(err as Error).message}\n`);
+    process.exitCode = 2;
+  } else {
+    throw err;
+  }
+}

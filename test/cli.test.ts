@@ -1,0 +1,78 @@
+import { execFile } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type BulwarkServer, startServer } from "../server/bulwark-server.ts";
+import { hashToken, TokenRegistry } from "../server/security/token-registry.ts";
+import { ROOT, tempDir } from "./harness.ts";
+
+const run = promisify(execFile);
+const tmp = tempDir();
+const ADMIN = "cli-admin-token";
+const READER = "cli-reader-token";
+let server: BulwarkServer;
+
+beforeAll(async () => {
+  server = await startServer({
+    dbPath: join(tmp.dir, "cli.db"),
+    host: "127.0.0.1",
+    port: 0,
+    tokens: new TokenRegistry([
+      { name: "ops", role: "admin", sha256: hashToken(ADMIN) },
+      { name: "dash", role: "reader", sha256: hashToken(READER) },
+    ]),
+    logger: pino({ level: "silent" }),
+  });
+});
+afterAll(async () => {
+  await server.close();
+  tmp.remove();
+});
+
+function cli(args: string[], env: Record<string, string> = {}) {
+  return run(process.execPath, ["--import", "tsx", "cli/main.ts", ...args], {
+    cwd: ROOT,
+    env: { ...process.env, BULWARK_URL: server.url, ...env },
+  }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
+}
+
+describe("bulwark CLI", () => {
+  it("applies the example policy file with a token and lists it", async () => {
+    const applied = await cli(["policy", "apply", "examples/policies/openai.yaml"], {
+      BULWARK_TOKEN: ADMIN,
+    });
+    expect(applied.stdout).toContain("applied openai.chat at revision 1");
+    expect(applied.stdout).toContain("applied openai.embeddings at revision 1");
+    const got = await cli(["--token", READER, "policy", "get", "openai.chat"]);
+    expect(JSON.parse(got.stdout)).toMatchObject({
+      dependency: "openai.chat",
+      timeoutMs: 20000,
+      updatedBy: "ops",
+    });
+    const verified = await cli(["audit", "verify"], { BULWARK_TOKEN: READER });
+    expect(JSON.parse(verified.stdout)).toMatchObject({ valid: true });
+  });
+
+  it("says what the server refused, and names bad flags and fields", async () => {
+    const anonymous = await cli(["policy", "list"]);
+    expect(anonymous).toMatchObject({ code: 1 });
+    expect(anonymous.stderr).toContain("Unauthenticated: a bearer token is required");
+    const reader = await cli(["--token", READER, "policy", "delete", "openai.chat"]);
+    expect(reader.stderr).toContain("PermissionDenied");
+    const badFlag = await cli(["--revison", "3", "policy", "list"]);
+    expect(badFlag).toMatchObject({ code: 2 });
+    expect(badFlag.stderr).toContain("--revison");
+    const file = join(tmp.dir, "bad.yaml");
+    writeFileSync(
+      file,
+      "dependency: x\ntimeoutMs: -5\nsla: { latencyObjectiveMs: 100, availabilityTargetPercent: 99 }\n",
+    );
+    const invalid = await cli(["--token", ADMIN, "policy", "apply", file]);
+    expect(invalid.stderr).toContain("InvalidArgument: policy.timeout_ms");
+  });
+});
