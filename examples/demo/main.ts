@@ -108,6 +108,7 @@ const server = await startServer({
   dbPath: join(workDir, "bulwark.db"),
   host: "127.0.0.1",
   port: 0,
+  metrics: { host: "127.0.0.1", port: 0 },
   logger: pino({ level: "info" }, pino.destination({ dest: logPath, sync: false })),
 });
 const transport = createGrpcTransport({ baseUrl: server.url });
@@ -136,6 +137,7 @@ await policies.putPolicy(
 
 say(`Bulwark demo — scenario "${scenario.name}", ${(durationMs / 1000).toFixed(0)} s`);
 say(`  control plane ${server.url} (SQLite and server log in ${workDir})`);
+say(`  metrics ${server.metricsUrl}/metrics while the demo runs`);
 
 // Follow breaker transitions as any subscriber would: snapshot first, then events.
 const transitions: TransitionRecord[] = [];
