@@ -14,7 +14,7 @@ import type { BurnRateOptions } from "./domain/burn-rate-alerts.ts";
 import { PolicyRegistry } from "./domain/policy-registry.ts";
 import { EventHub } from "./events/event-hub.ts";
 import { NatsPublisher } from "./events/nats-publisher.ts";
-import { startHttpEndpoints } from "./observability/http-endpoints.ts";
+import { type HttpEndpoints, startHttpEndpoints } from "./observability/http-endpoints.ts";
 import { ServerMetrics } from "./observability/metrics.ts";
 import { auditService } from "./rpc/audit-service.ts";
 import { boundaryInterceptor } from "./rpc/boundary-interceptor.ts";
@@ -26,7 +26,7 @@ import { BreakerStore } from "./storage/breaker-store.ts";
 import { openDatabase } from "./storage/database.ts";
 import { PolicyStore } from "./storage/policy-store.ts";
 import { claimDatabase } from "./storage/server-lock.ts";
-import { listen, type TlsFiles } from "./transport.ts";
+import { listen, type TlsFiles, type Transport } from "./transport.ts";
 
 export interface ServerOptions {
   /** SQLite file of the operational state; created when missing. */
@@ -138,7 +138,23 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     },
   };
 
-  let transport: Awaited<ReturnType<typeof listen>>;
+  let transport: Transport | undefined;
+  let endpoints: HttpEndpoints | undefined;
+  // Stops whatever has started, in reverse order; used by close() and by a failed start.
+  const teardown = async () => {
+    shutdown.abort();
+    await endpoints?.close();
+    await transport?.close();
+    alerts.close();
+    unsubscribeMetrics();
+    unsubscribeNats();
+    breakers.close();
+    unsubscribeAudit();
+    await nats?.close();
+    release();
+    db.close();
+    auditStore.close();
+  };
   try {
     transport = await listen({
       host: options.host,
@@ -165,13 +181,16 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
         );
       },
     });
+    if (options.metrics !== undefined) {
+      endpoints = await startHttpEndpoints({
+        ...options.metrics,
+        metrics,
+        ready: () => !shutdown.signal.aborted && db.open,
+        onError: (err) => logger.error({ err }, "metrics endpoint failed"),
+      });
+    }
   } catch (err) {
-    alerts.close();
-    breakers.close();
-    release();
-    db.close();
-    auditStore.close();
-    await nats?.close();
+    await teardown();
     throw err;
   }
   const scheme = options.tls === undefined ? "http" : "https";
@@ -183,32 +202,15 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     );
   }
   logger.info(
-    { url, port: transport.port, db: options.dbPath, nats: options.natsUrl ?? null },
+    {
+      url,
+      port: transport.port,
+      metricsUrl: endpoints?.url ?? null,
+      db: options.dbPath,
+      nats: options.natsUrl ?? null,
+    },
     "listening",
   );
-
-  let endpoints: Awaited<ReturnType<typeof startHttpEndpoints>> | undefined;
-  if (options.metrics !== undefined) {
-    try {
-      endpoints = await startHttpEndpoints({
-        ...options.metrics,
-        metrics,
-        ready: () => !shutdown.signal.aborted && db.open,
-        onError: (err) => logger.error({ err }, "metrics endpoint failed"),
-      });
-    } catch (err) {
-      shutdown.abort();
-      await transport.close();
-      alerts.close();
-      breakers.close();
-      release();
-      db.close();
-      auditStore.close();
-      await nats?.close();
-      throw err;
-    }
-    logger.info({ url: endpoints.url }, "metrics and health endpoints listening");
-  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -216,21 +218,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     port: transport.port,
     metricsUrl: endpoints?.url,
     close() {
-      closing ??= (async () => {
-        shutdown.abort();
-        await endpoints?.close();
-        await transport.close();
-        alerts.close();
-        unsubscribeMetrics();
-        unsubscribeNats();
-        breakers.close();
-        unsubscribeAudit();
-        await nats?.close();
-        release();
-        db.close();
-        auditStore.close();
-        logger.info("closed");
-      })();
+      closing ??= teardown().then(() => logger.info("closed"));
       return closing;
     },
   };

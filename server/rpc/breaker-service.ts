@@ -39,13 +39,14 @@ export const MAX_TRANSITIONS_LIMIT = 1_000;
 /** Length caps of free-text outcome fields. */
 const MAX_ID_LENGTH = 128;
 
-const COUNTED: Record<number, CountedResult | undefined> = {
-  [OutcomeResult.SUCCESS]: "success",
-  [OutcomeResult.FAILURE]: "failure",
-  [OutcomeResult.TIMEOUT]: "timeout",
-  [OutcomeResult.REJECTED]: "not-counted",
-  [OutcomeResult.CANCELLED]: "not-counted",
-  [OutcomeResult.IGNORED]: "not-counted",
+/** Each known result: its name (metrics, logs) and how the breaker counts it. */
+const RESULTS: Record<number, { name: string; counted: CountedResult } | undefined> = {
+  [OutcomeResult.SUCCESS]: { name: "success", counted: "success" },
+  [OutcomeResult.FAILURE]: { name: "failure", counted: "failure" },
+  [OutcomeResult.TIMEOUT]: { name: "timeout", counted: "timeout" },
+  [OutcomeResult.REJECTED]: { name: "rejected", counted: "not-counted" },
+  [OutcomeResult.CANCELLED]: { name: "cancelled", counted: "not-counted" },
+  [OutcomeResult.IGNORED]: { name: "ignored", counted: "not-counted" },
 };
 
 /** Observers of the data path: metrics and alerts. */
@@ -62,15 +63,6 @@ export interface ObservedOutcome {
   latencyMs: number;
   traceId: string;
 }
-
-const RESULT_NAMES: Record<number, string> = {
-  [OutcomeResult.SUCCESS]: "success",
-  [OutcomeResult.FAILURE]: "failure",
-  [OutcomeResult.TIMEOUT]: "timeout",
-  [OutcomeResult.REJECTED]: "rejected",
-  [OutcomeResult.CANCELLED]: "cancelled",
-  [OutcomeResult.IGNORED]: "ignored",
-};
 
 export function breakerService(
   breakers: BreakerRegistry,
@@ -123,7 +115,7 @@ export function breakerService(
         const at = `outcomes[${i}]`;
         assertName(`${at}.dependency`, o.dependency);
         serviceArg(`${at}.service`, o.service, true);
-        const result = COUNTED[o.result];
+        const result = RESULTS[o.result]?.counted;
         if (result === undefined) {
           throw new InvalidArgumentError(`${at}.result`, `must be a known result; got ${o.result}`);
         }
@@ -146,7 +138,7 @@ export function breakerService(
         req.outcomes.map((o) => ({
           dependency: o.dependency,
           service: o.service,
-          result: RESULT_NAMES[o.result] ?? "unknown",
+          result: RESULTS[o.result]?.name ?? "unknown",
           latencyMs: o.latencyMs,
           traceId: o.traceId,
         })),
