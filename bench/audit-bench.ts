@@ -53,7 +53,7 @@ export async function auditBench(): Promise<void> {
     raw.close();
     line("plain SQLite inserts (baseline)", `${fmt(rawPerS)}/s`);
 
-    const store = new AuditStore(join(tmp.dir, "local.audit.db"));
+    const store = new AuditStore(join(tmp.dir, "local.audit.db"), undefined);
     const log = new AuditLog(store, undefined, Date.now);
     started = performance.now();
     for (let b = 0; b < LOCAL_RECORDS / LOCAL_BATCH; b++) {
@@ -78,7 +78,7 @@ export async function auditBench(): Promise<void> {
     rawDb.close();
     line("plain scan of the chain (baseline)", `${fmt(scanPerS)}/s`);
     started = performance.now();
-    const verdict = log.verify();
+    const verdict = await log.verify();
     const verifyPerS = verdict.recordsChecked / ((performance.now() - started) / 1000);
     line(`Verify over ${fmt(verdict.recordsChecked)} records`, `${fmt(verifyPerS)}/s`, {
       name: "plain scan",

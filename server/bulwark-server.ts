@@ -83,9 +83,17 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     db.close();
     throw err;
   }
-  const auditStore = new AuditStore(options.auditDbPath ?? defaultAuditPath(options.dbPath));
   const auditKey =
     options.auditKeyFile === undefined ? undefined : readFileSync(options.auditKeyFile);
+  const auditStore = new AuditStore(
+    options.auditDbPath ?? defaultAuditPath(options.dbPath),
+    auditKey,
+  );
+  if (auditStore.triggersRestored) {
+    logger.error(
+      "the audit table's append-only triggers were missing and have been put back; run Verify",
+    );
+  }
   const hub = new EventHub();
   const policies = new PolicyRegistry(new PolicyStore(db), hub, clock);
   const breakers = new BreakerRegistry(new BreakerStore(db), policies, hub, clock, logger);

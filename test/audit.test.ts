@@ -183,6 +183,8 @@ describe("tamper detection", () => {
     await altered.close();
 
     const db2 = new Database(defaultAuditPath(dbPath));
+    // The server put the triggers back when it started on the altered file.
+    db2.exec("DROP TRIGGER audit_records_no_update; DROP TRIGGER audit_records_no_delete;");
     db2.prepare("UPDATE audit_records SET aggregate_id = 'a-6' WHERE sequence = 7").run();
     db2.prepare("DELETE FROM audit_records WHERE sequence = 12").run();
     db2.close();

@@ -31,16 +31,20 @@ function field(text: string): string {
 }
 
 /**
- * SHA-256 over the canonical encoding: the version tag, the previous hash and the fields in
+ * SHA-256 (HMAC-SHA-256 with the server's audit key) over the canonical encoding: the version tag, the previous hash and the fields in
  * declaration order, strings length-prefixed and integers in decimal, separated by '|'. Each
  * record has exactly one encoding, and it is cheap to build (Verify runs it per record).
  */
-export function recordHash(prevHash: string, f: ChainedFields): string {
+export function recordHash(prevHash: string, f: ChainedFields, key?: Buffer): string {
   const canonical =
     `${ENCODING_VERSION}|${prevHash}|${f.sequence}|${field(f.eventId)}|${field(f.eventType)}|` +
     `${field(f.aggregateId)}|${f.payloadHash}|${field(f.producer)}|${field(f.principal)}|` +
     `${f.timestampMs}|${field(f.traceId)}|${field(f.causationId)}`;
-  return createHash("sha256").update(canonical).digest("hex");
+  // With an audit key the chain itself is keyed: rewriting a record and recomputing every hash
+  // after it then needs the key, not only write access to the file.
+  return (key === undefined ? createHash("sha256") : createHmac("sha256", key))
+    .update(canonical)
+    .digest("hex");
 }
 
 /**

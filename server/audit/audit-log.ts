@@ -1,7 +1,13 @@
 import { randomUUID } from "node:crypto";
 import type { DomainEvent } from "../events/domain-event.ts";
 import { canonicalJson, GENESIS_HASH, payloadHash, recordHash } from "./audit-chain.ts";
-import type { AuditQuery, AuditRecordRow, AuditStore, PendingEntry } from "./audit-store.ts";
+import {
+  type AuditQuery,
+  type AuditRecordRow,
+  type AuditStore,
+  type PendingEntry,
+  VERIFY_PAGE_SIZE,
+} from "./audit-store.ts";
 
 /** The producer name of events the server itself records. */
 export const SERVER_PRODUCER = "bulwark-server";
@@ -38,6 +44,8 @@ export interface TraceNode {
  * order (the JetStream mirror hangs there).
  */
 export class AuditLog {
+  private verifying: Promise<VerifyResult> | undefined;
+
   constructor(
     private readonly store: AuditStore,
     private readonly key: Buffer | undefined,
@@ -87,8 +95,19 @@ export class AuditLog {
     return this.store.query(q);
   }
 
-  /** Walks the whole chain and stops at the first record that does not match. */
-  verify(): VerifyResult {
+  /**
+   * Walks the whole chain and stops at the first record that does not match. It reads a page at
+   * a time and lets other work run between pages, so a long chain does not stall the server;
+   * calls that arrive while a walk is running share its result.
+   */
+  verify(): Promise<VerifyResult> {
+    this.verifying ??= this.walk().finally(() => {
+      this.verifying = undefined;
+    });
+    return this.verifying;
+  }
+
+  private async walk(): Promise<VerifyResult> {
     let expected = 1;
     let prevHash = GENESIS_HASH;
     const fail = (sequence: number, problem: string): VerifyResult => ({
@@ -98,18 +117,23 @@ export class AuditLog {
       problem,
       headHash: prevHash,
     });
-    for (const r of this.store.scan()) {
-      if (r.sequence !== expected) {
-        return fail(expected, `record ${expected} is missing (next present is ${r.sequence})`);
+    for (;;) {
+      const page = this.store.page(expected - 1, VERIFY_PAGE_SIZE);
+      for (const r of page) {
+        if (r.sequence !== expected) {
+          return fail(expected, `record ${expected} is missing (next present is ${r.sequence})`);
+        }
+        if (r.prevHash !== prevHash) {
+          return fail(r.sequence, `prev_hash does not match the hash of record ${r.sequence - 1}`);
+        }
+        if (recordHash(prevHash, r, this.key) !== r.hash) {
+          return fail(r.sequence, "hash does not match the record's fields");
+        }
+        prevHash = r.hash;
+        expected++;
       }
-      if (r.prevHash !== prevHash) {
-        return fail(r.sequence, `prev_hash does not match the hash of record ${r.sequence - 1}`);
-      }
-      if (recordHash(prevHash, r) !== r.hash) {
-        return fail(r.sequence, "hash does not match the record's fields");
-      }
-      prevHash = r.hash;
-      expected++;
+      if (page.length < VERIFY_PAGE_SIZE) break;
+      await new Promise((resolve) => setImmediate(resolve));
     }
     return {
       valid: true,

@@ -21,6 +21,17 @@ export interface AuditQuery {
   limit: number;
 }
 
+/** The triggers that make the table append-only; re-created at start when someone dropped them. */
+const TRIGGERS = `
+  CREATE TRIGGER IF NOT EXISTS audit_records_no_update BEFORE UPDATE ON audit_records
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only: UPDATE refused'); END;
+  CREATE TRIGGER IF NOT EXISTS audit_records_no_delete BEFORE DELETE ON audit_records
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only: DELETE refused'); END;
+`;
+
+/** Records Verify reads per step before it lets other work run. */
+export const VERIFY_PAGE_SIZE = 5_000;
+
 /**
  * The audit log's own schema, in its own file (DESIGN §8). The triggers make the table
  * append-only for every client of the file, not only this server.
@@ -44,10 +55,7 @@ export const AUDIT_MIGRATIONS: readonly string[] = [
   CREATE INDEX audit_by_trace ON audit_records (trace_id) WHERE trace_id <> '';
   CREATE INDEX audit_by_causation ON audit_records (causation_id) WHERE causation_id <> '';
   CREATE INDEX audit_by_aggregate ON audit_records (aggregate_id, sequence);
-  CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
-    BEGIN SELECT RAISE(ABORT, 'audit records are append-only: UPDATE refused'); END;
-  CREATE TRIGGER audit_records_no_delete BEFORE DELETE ON audit_records
-    BEGIN SELECT RAISE(ABORT, 'audit records are append-only: DELETE refused'); END;
+  ${TRIGGERS}
   `,
 ];
 
@@ -89,9 +97,17 @@ export class AuditStore {
   private readonly head;
   private readonly insert;
   private readonly byCausation;
+  private readonly pageStatement;
 
-  constructor(path: string) {
+  /** The append-only triggers were missing when the file was opened, and were put back. */
+  readonly triggersRestored: boolean;
+
+  constructor(
+    path: string,
+    private readonly key: Buffer | undefined,
+  ) {
     this.db = openDatabase(path, AUDIT_MIGRATIONS);
+    this.triggersRestored = this.restoreTriggers();
     this.head = this.db.prepare<[], { sequence: number; hash: string }>(
       "SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1",
     );
@@ -100,6 +116,9 @@ export class AuditStore {
          producer, principal, timestamp_ms, trace_id, causation_id, prev_hash, hash)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
+    this.pageStatement = this.db
+      .prepare("SELECT * FROM audit_records WHERE sequence > ? ORDER BY sequence LIMIT ?")
+      .raw(true);
     this.byCausation = this.db.prepare<[string], Row>(
       "SELECT * FROM audit_records WHERE causation_id = ? ORDER BY sequence",
     );
@@ -118,7 +137,11 @@ export class AuditStore {
         return entries.map((entry) => {
           sequence++;
           const fields: ChainedFields = { ...entry, sequence };
-          const row: AuditRecordRow = { ...fields, prevHash, hash: recordHash(prevHash, fields) };
+          const row: AuditRecordRow = {
+          ...fields,
+          prevHash,
+          hash: recordHash(prevHash, fields, this.key),
+        };
           // Positional parameters: binding a 12-key object by name costs more than the insert.
           this.insert.run(
             row.sequence,
@@ -157,30 +180,36 @@ export class AuditStore {
   }
 
   /**
-   * Every record in chain order, read lazily (Verify walks millions without holding them). Rows
-   * come as arrays in the column order of the table, which is cheaper than objects.
+   * Up to `limit` records after `afterSequence`, in chain order. Rows come as arrays in the
+   * column order of the table, which is cheaper than objects (Verify reads every record).
    */
-  *scan(): Generator<AuditRecordRow> {
-    const rows = this.db
-      .prepare("SELECT * FROM audit_records ORDER BY sequence")
-      .raw(true)
-      .iterate() as IterableIterator<unknown[]>;
-    for (const r of rows) {
-      yield {
-        sequence: r[0] as number,
-        eventId: r[1] as string,
-        eventType: r[2] as string,
-        aggregateId: r[3] as string,
-        payloadHash: r[4] as string,
-        producer: r[5] as string,
-        principal: r[6] as string,
-        timestampMs: r[7] as number,
-        traceId: r[8] as string,
-        causationId: r[9] as string,
-        prevHash: r[10] as string,
-        hash: r[11] as string,
-      };
-    }
+  page(afterSequence: number, limit: number): AuditRecordRow[] {
+    const rows = this.pageStatement.all(afterSequence, limit) as unknown[][];
+    return rows.map((r) => ({
+      sequence: r[0] as number,
+      eventId: r[1] as string,
+      eventType: r[2] as string,
+      aggregateId: r[3] as string,
+      payloadHash: r[4] as string,
+      producer: r[5] as string,
+      principal: r[6] as string,
+      timestampMs: r[7] as number,
+      traceId: r[8] as string,
+      causationId: r[9] as string,
+      prevHash: r[10] as string,
+      hash: r[11] as string,
+    }));
+  }
+
+  private restoreTriggers(): boolean {
+    const present = this.db
+      .prepare<[], { n: number }>(
+        "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'trigger' AND name IN ('audit_records_no_update', 'audit_records_no_delete')",
+      )
+      .get();
+    if (present?.n === 2) return false;
+    this.db.exec(TRIGGERS);
+    return true;
   }
 
   close(): void {

@@ -95,8 +95,8 @@ export function auditService(audit: AuditLog): ServiceImpl<typeof AuditService> 
       return { records: records.map(auditRecordToWire) };
     },
 
-    verify() {
-      const v = audit.verify();
+    async verify() {
+      const v = await audit.verify();
       return {
         valid: v.valid,
         recordsChecked: BigInt(v.recordsChecked),
