@@ -34,9 +34,13 @@ export async function auditBench(): Promise<void> {
     process.stdout.write("\nAudit log\n");
 
     // Baseline: the same rows inserted without any hashing, in batches of the same size.
-    const raw = openDatabase(join(tmp.dir, "raw.db"), [
-      "CREATE TABLE t (sequence INTEGER PRIMARY KEY, event_id TEXT, event_type TEXT, aggregate_id TEXT, payload BLOB)",
-    ]);
+    const raw = openDatabase(join(tmp.dir, "raw.db"), {
+      kind: "baseline",
+      versionTable: "baseline_migrations",
+      migrations: [
+        "CREATE TABLE t (sequence INTEGER PRIMARY KEY, event_id TEXT, event_type TEXT, aggregate_id TEXT, payload BLOB)",
+      ],
+    });
     const insert = raw.prepare("INSERT INTO t VALUES (?, ?, ?, ?, ?)");
     let started = performance.now();
     for (let b = 0; b < LOCAL_RECORDS / LOCAL_BATCH; b++) {

@@ -232,8 +232,12 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
   };
 }
 
-/** `bulwark.db` → `bulwark.audit.db`; a path without an extension gets `.audit`. */
+/**
+ * `bulwark.db` → `bulwark.audit.db`; a path without an extension gets `.audit`; an in-memory
+ * database gets an in-memory audit log.
+ */
 export function defaultAuditPath(dbPath: string): string {
+  if (dbPath === ":memory:") return dbPath;
   const dot = dbPath.lastIndexOf(".");
   const slash = dbPath.lastIndexOf("/");
   return dot > slash + 1 ? `${dbPath.slice(0, dot)}.audit${dbPath.slice(dot)}` : `${dbPath}.audit`;

@@ -44,7 +44,7 @@ export const USAGE = `Usage: bulwark-server [options]
   --tls-key F       PEM private key (env BULWARK_TLS_KEY; needs --tls-cert)
   --metrics-port N  HTTP port of /metrics, /healthz and /readyz, 0 for any free one, off to
                     turn them off (env BULWARK_METRICS_PORT; default ${DEFAULT_METRICS_PORT})
-  --metrics-host H  their address (env BULWARK_METRICS_HOST; default: --host)`;
+  --metrics-host H  their address; they need no token (env BULWARK_METRICS_HOST; default ${DEFAULT_HOST})`;
 
 const LEVELS = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -101,6 +101,9 @@ export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): Serve
     );
   }
   const auditDbPath = str("audit-db", "BULWARK_AUDIT_DB") || undefined;
+  if (auditDbPath !== undefined && auditDbPath === dbPath && dbPath !== ":memory:") {
+    throw new UsageError("--audit-db must be another file than --db: the audit log is kept apart");
+  }
   const auditKeyFile = str("audit-key-file", "BULWARK_AUDIT_KEY_FILE") || undefined;
   if (auditKeyFile !== undefined) {
     let size: number;
@@ -137,7 +140,11 @@ export function parseServerConfig(argv: string[], env: NodeJS.ProcessEnv): Serve
         `--metrics-port must be an integer in [0, 65535] or off; got ${JSON.stringify(metricsPortText)}`,
       );
     }
-    metrics = { host: str("metrics-host", "BULWARK_METRICS_HOST") ?? host, port: metricsPort };
+    // Loopback unless chosen: metrics need no token, so they are not exposed by default.
+    metrics = {
+      host: str("metrics-host", "BULWARK_METRICS_HOST") ?? DEFAULT_HOST,
+      port: metricsPort,
+    };
   }
   return {
     metrics,

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import { startServer } from "./bulwark-server.ts";
 import { parseServerConfig, USAGE, UsageError } from "./config.ts";
 import { createLogger } from "./logger.ts";
@@ -26,6 +27,8 @@ try {
   tokens = config.tokensFile === undefined ? undefined : TokenRegistry.fromFile(config.tokensFile);
   if (config.tlsCertFile !== undefined && config.tlsKeyFile !== undefined) {
     tls = { cert: readFileSync(config.tlsCertFile), key: readFileSync(config.tlsKeyFile) };
+    // Fails here, naming the flags, on a file that is not PEM or a key that does not match.
+    createSecureContext(tls);
   }
 } catch (err) {
   const flag = err instanceof TokenFileError ? "--tokens-file" : "--tls-cert/--tls-key";
@@ -49,6 +52,14 @@ try {
 } catch (err) {
   if (err instanceof DatabaseInUseError) {
     process.stderr.write(`bulwark-server: --db: ${err.message}\n`);
+    process.exit(2);
+  }
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
+    // Which listener failed: the address in the error says.
+    const port = (err as { port?: number }).port;
+    const flag = port === config.metrics?.port ? "--metrics-port" : "--port";
+    process.stderr.write(`bulwark-server: ${flag}: cannot listen: ${(err as Error).message}\n`);
     process.exit(2);
   }
   if (err instanceof DatabaseOpenError) {

@@ -27,6 +27,11 @@ export interface TlsFiles {
 export const MAX_REQUEST_BYTES = 4 * 1024 * 1024;
 /** Concurrent streams per HTTP/2 connection: bounds what one client can hold open (Watch). */
 export const MAX_CONCURRENT_STREAMS = 256;
+/**
+ * Open connections at once. Each costs memory whether or not it sends anything; a fleet of
+ * SDKs keeps one each, so this leaves room for a large fleet while bounding a flood.
+ */
+export const MAX_CONNECTIONS = 4_096;
 /** How long close() lets open streams finish before it cuts them. */
 const CLOSE_GRACE_MS = 1_000;
 /** The first bytes of every HTTP/2 connection (RFC 9113 §3.4). */
@@ -99,6 +104,7 @@ export async function listen(options: {
       resolve();
     });
   });
+  listener.maxConnections = MAX_CONNECTIONS;
   const address = listener.address() as net.AddressInfo;
   return {
     port: address.port,

@@ -213,11 +213,12 @@ describe("NATS events", () => {
       await policies.putPolicy({
         policy: testPolicy("cp.nats", { breaker: { minimumCalls: 1 } }),
       });
-      while (received.length === 0 && Date.now() < deadline) {
+      // Identical policies are not re-published, so each retry changes the timeout.
+      for (let t = 901; received.length === 0 && Date.now() < deadline; t++) {
         await new Promise((r) => setTimeout(r, 50));
         if (received.length === 0) {
           await policies.putPolicy({
-            policy: testPolicy("cp.nats", { breaker: { minimumCalls: 1 } }),
+            policy: testPolicy("cp.nats", { timeoutMs: t, breaker: { minimumCalls: 1 } }),
           });
         }
       }
@@ -240,7 +241,7 @@ describe("hardening", () => {
   it("continues the revision of a deleted policy and refuses a writer from before the delete", async () => {
     const { policies } = clientsFor(server.url);
     await policies.putPolicy({ policy: testPolicy("cp.aba") });
-    await policies.putPolicy({ policy: testPolicy("cp.aba") });
+    await policies.putPolicy({ policy: testPolicy("cp.aba", { timeoutMs: 900 }) });
     await policies.deletePolicy({ dependency: "cp.aba" });
     const stale = await codeOf(
       policies.putPolicy({ policy: testPolicy("cp.aba"), expectedRevision: 2n }),
@@ -317,5 +318,18 @@ describe("hardening", () => {
     expect(code).toBe(Code.InvalidArgument);
     expect(message.length).toBeLessThan(400);
     expect(message).toContain("(1000000 characters)");
+  });
+});
+
+describe("idempotent apply", () => {
+  it("keeps the revision when the same policy is put again", async () => {
+    const { policies, audit } = clientsFor(server.url);
+    const first = await policies.putPolicy({ policy: testPolicy("cp.same") });
+    const again = await policies.putPolicy({ policy: testPolicy("cp.same") });
+    expect(again.policy?.revision).toBe(first.policy?.revision);
+    const changed = await policies.putPolicy({ policy: testPolicy("cp.same", { timeoutMs: 700 }) });
+    expect(changed.policy?.revision).toBe(2n);
+    const records = (await audit.query({ aggregateId: "cp.same" })).records;
+    expect(records).toHaveLength(2);
   });
 });

@@ -178,11 +178,35 @@ export class AuditLog {
       nodes.set(r.eventId, { record: r, children: [] });
     }
     const roots: TraceNode[] = [];
+    const parents = new Map<TraceNode, TraceNode>();
     for (const node of nodes.values()) {
       const parent = nodes.get(node.record.causationId);
-      if (parent !== undefined && parent !== node) parent.children.push(node);
-      else roots.push(node);
+      if (parent !== undefined && parent !== node) {
+        parent.children.push(node);
+        parents.set(node, parent);
+      } else roots.push(node);
     }
+    // Records that name each other as causes form a loop no root reaches: the earliest record of
+    // each such loop becomes a root, cut from the parent that closed the loop.
+    const reached = new Set<TraceNode>();
+    const mark = (node: TraceNode) => {
+      const stack = [node];
+      while (stack.length > 0) {
+        const n = stack.pop()!;
+        if (reached.has(n)) continue;
+        reached.add(n);
+        stack.push(...n.children);
+      }
+    };
+    for (const root of roots) mark(root);
+    for (const node of nodes.values()) {
+      if (reached.has(node)) continue;
+      const parent = parents.get(node);
+      if (parent !== undefined) parent.children.splice(parent.children.indexOf(node), 1);
+      roots.push(node);
+      mark(node);
+    }
+    roots.sort((a, b) => a.record.sequence - b.record.sequence);
     return { roots, truncated: found.size >= MAX_TRACE_RECORDS };
   }
 }

@@ -1,5 +1,6 @@
+import { AlreadyExistsError } from "../domain/errors.ts";
 import type { Db } from "../storage/database.ts";
-import { openDatabase } from "../storage/database.ts";
+import { openDatabase, type Schema } from "../storage/database.ts";
 import { type ChainedFields, GENESIS_HASH, recordHash } from "./audit-chain.ts";
 
 /** A record as stored: the chained fields plus the two hashes. */
@@ -59,6 +60,13 @@ export const AUDIT_MIGRATIONS: readonly string[] = [
   `,
 ];
 
+/** The audit file's schema, with its own version table. */
+const AUDIT_SCHEMA: Schema = {
+  kind: "audit",
+  versionTable: "audit_schema_migrations",
+  migrations: AUDIT_MIGRATIONS,
+};
+
 interface Row {
   sequence: number;
   event_id: string;
@@ -98,6 +106,7 @@ export class AuditStore {
   private readonly insert;
   private readonly byCausation;
   private readonly pageStatement;
+  private readonly hasEvent;
 
   /** The append-only triggers were missing when the file was opened, and were put back. */
   readonly triggersRestored: boolean;
@@ -106,7 +115,7 @@ export class AuditStore {
     path: string,
     private readonly key: Buffer | undefined,
   ) {
-    this.db = openDatabase(path, AUDIT_MIGRATIONS);
+    this.db = openDatabase(path, AUDIT_SCHEMA);
     this.triggersRestored = this.restoreTriggers();
     this.head = this.db.prepare<[], { sequence: number; hash: string }>(
       "SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1",
@@ -115,6 +124,9 @@ export class AuditStore {
       `INSERT INTO audit_records (sequence, event_id, event_type, aggregate_id, payload_hash,
          producer, principal, timestamp_ms, trace_id, causation_id, prev_hash, hash)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.hasEvent = this.db.prepare<[string], { one: number }>(
+      "SELECT 1 AS one FROM audit_records WHERE event_id = ?",
     );
     this.pageStatement = this.db
       .prepare("SELECT * FROM audit_records WHERE sequence > ? ORDER BY sequence LIMIT ?")
@@ -131,6 +143,14 @@ export class AuditStore {
   append(entries: readonly PendingEntry[]): AuditRecordRow[] {
     return this.db
       .transaction(() => {
+        // Checked under the write lock, so two appenders cannot both pass it.
+        const ids = new Set<string>();
+        for (const e of entries) {
+          if (ids.has(e.eventId) || this.hasEvent.get(e.eventId) !== undefined) {
+            throw new AlreadyExistsError(`an audit record with event_id ${e.eventId} exists`);
+          }
+          ids.add(e.eventId);
+        }
         const head = this.head.get();
         let sequence = head?.sequence ?? 0;
         let prevHash = head?.hash ?? GENESIS_HASH;
@@ -138,10 +158,10 @@ export class AuditStore {
           sequence++;
           const fields: ChainedFields = { ...entry, sequence };
           const row: AuditRecordRow = {
-          ...fields,
-          prevHash,
-          hash: recordHash(prevHash, fields, this.key),
-        };
+            ...fields,
+            prevHash,
+            hash: recordHash(prevHash, fields, this.key),
+          };
           // Positional parameters: binding a 12-key object by name costs more than the insert.
           this.insert.run(
             row.sequence,

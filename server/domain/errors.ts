@@ -28,3 +28,8 @@ export class FailedPreconditionError extends Error {
 export class ResourceExhaustedError extends Error {
   override readonly name = "ResourceExhaustedError";
 }
+
+/** The entity to create exists already (an audit event id used twice). */
+export class AlreadyExistsError extends Error {
+  override readonly name = "AlreadyExistsError";
+}

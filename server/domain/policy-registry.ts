@@ -41,7 +41,8 @@ export class PolicyRegistry {
     traceId: string,
   ): PolicySpec {
     const nowMs = this.clock();
-    const stored = this.store.put(spec, expectedRevision, principal, nowMs);
+    const { policy: stored, changed } = this.store.put(spec, expectedRevision, principal, nowMs);
+    if (!changed) return stored;
     this.cache.set(stored.dependency, stored);
     this.hub.publish({
       kind: "policy-changed",

@@ -14,9 +14,14 @@ function subjectOf(req: { stream: boolean; message?: unknown }): {
   service?: string;
 } {
   if (req.stream) return {};
-  const m = req.message as { dependency?: unknown; service?: unknown } | undefined;
+  const m = req.message as
+    | { dependency?: unknown; service?: unknown; policy?: { dependency?: unknown } }
+    | undefined;
   const text = (v: unknown) => (typeof v === "string" && v !== "" ? v.slice(0, 128) : undefined);
-  return { dependency: text(m?.dependency), service: text(m?.service) };
+  return {
+    dependency: text(m?.dependency) ?? text(m?.policy?.dependency),
+    service: text(m?.service),
+  };
 }
 
 /**
@@ -87,7 +92,11 @@ export function boundaryInterceptor(
       throw error;
     };
     try {
-      if (tokens !== undefined) info.principal = authenticate(tokens, method, req.header);
+      if (tokens !== undefined) {
+        // Until the token is checked the caller is nobody; a claimed name is not logged.
+        info.principal = "unauthenticated";
+        info.principal = authenticate(tokens, method, req.header);
+      }
       req.contextValues.set(callInfoKey, info);
       const res = await next(req);
       if (!res.stream) {
@@ -98,7 +107,9 @@ export function boundaryInterceptor(
       async function* guarded() {
         try {
           yield* inner;
-          log("OK");
+          // A stream that ended because its client left was cancelled, not completed.
+          if (req.signal.aborted) log(Code.Canceled);
+          else log("OK");
         } catch (err) {
           fail(err);
         }

@@ -134,14 +134,17 @@ export function breakerService(
         };
       });
       const counted = breakers.report(outcomes, callInfo(ctx).principal);
+      // Only dependencies with a policy reach the metrics: invented names would fill its series.
       observers.onOutcomes(
-        req.outcomes.map((o) => ({
-          dependency: o.dependency,
-          service: o.service,
-          result: RESULTS[o.result]?.name ?? "unknown",
-          latencyMs: o.latencyMs,
-          traceId: o.traceId,
-        })),
+        req.outcomes
+          .filter((o) => policies.get(o.dependency) !== undefined)
+          .map((o) => ({
+            dependency: o.dependency,
+            service: o.service,
+            result: RESULTS[o.result]?.name ?? "unknown",
+            latencyMs: o.latencyMs,
+            traceId: o.traceId,
+          })),
       );
       return { counted };
     },

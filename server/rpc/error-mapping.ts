@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  AlreadyExistsError,
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
@@ -33,6 +34,9 @@ export function toConnectError(err: unknown): { error: ConnectError; internal: b
   }
   if (err instanceof FailedPreconditionError) {
     return { error: new ConnectError(err.message, Code.FailedPrecondition), internal: false };
+  }
+  if (err instanceof AlreadyExistsError) {
+    return { error: new ConnectError(err.message, Code.AlreadyExists), internal: false };
   }
   if (err instanceof ResourceExhaustedError) {
     return { error: new ConnectError(err.message, Code.ResourceExhausted), internal: false };

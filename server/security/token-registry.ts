@@ -1,6 +1,9 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { NAME_PATTERN, NAME_RULE } from "../domain/names.ts";
 import { ROLES, type Role } from "./roles.ts";
+
+const ENTRY_FIELDS = new Set(["name", "role", "sha256"]);
 
 /** One configured token: who it names, the role it grants, and only the hash of its secret. */
 export interface TokenEntry {
@@ -59,22 +62,37 @@ export class TokenRegistry {
    * Make a hash with `printf %s "$TOKEN" | sha256sum`.
    */
   static fromFile(path: string): TokenRegistry {
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch (err) {
+      throw new TokenFileError(`${path}: ${(err as NodeJS.ErrnoException).code ?? "unreadable"}`);
+    }
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(path, "utf8"));
-    } catch (err) {
-      throw new TokenFileError(`${path}: ${(err as Error).message}`);
+      parsed = JSON.parse(text);
+    } catch {
+      // The parser's message quotes the file, which may be a token pasted by mistake.
+      throw new TokenFileError(`${path}: not valid JSON (expected {"tokens": [...]})`);
     }
     const list = (parsed as { tokens?: unknown } | null)?.tokens;
     if (!Array.isArray(list) || list.length === 0) {
       throw new TokenFileError(`${path}: "tokens" must be a non-empty array`);
     }
     const names = new Set<string>();
+    const hashes = new Set<string>();
     const entries = list.map((raw: unknown, i): TokenEntry => {
       const at = `${path}: tokens[${i}]`;
       const e = (raw ?? {}) as Record<string, unknown>;
-      if (typeof e.name !== "string" || e.name.length === 0 || e.name.length > 128) {
-        throw new TokenFileError(`${at}.name must be a string of 1-128 characters`);
+      for (const key of Object.keys(e)) {
+        if (!ENTRY_FIELDS.has(key)) {
+          throw new TokenFileError(
+            `${at} has an unknown field "${key.slice(0, 32)}"; only name, role and sha256 belong here`,
+          );
+        }
+      }
+      if (typeof e.name !== "string" || !NAME_PATTERN.test(e.name)) {
+        throw new TokenFileError(`${at}.name ${NAME_RULE}`);
       }
       if (names.has(e.name)) throw new TokenFileError(`${at}.name "${e.name}" is used twice`);
       names.add(e.name);
@@ -84,6 +102,10 @@ export class TokenRegistry {
       if (typeof e.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(e.sha256)) {
         throw new TokenFileError(`${at}.sha256 must be 64 lowercase hex digits (never the token)`);
       }
+      if (hashes.has(e.sha256)) {
+        throw new TokenFileError(`${at}.sha256 is the same token as an earlier entry`);
+      }
+      hashes.add(e.sha256);
       return { name: e.name, role: e.role as Role, sha256: e.sha256 };
     });
     return new TokenRegistry(entries);

@@ -10,6 +10,12 @@ interface PolicyRow {
   updated_by: string;
 }
 
+/** The stored form of a policy's settings: everything but revision, time and author. */
+function bodyOf(spec: PolicySpec): string {
+  const { revision: _r, updatedAtMs: _u, updatedBy: _b, ...body } = spec;
+  return JSON.stringify(body);
+}
+
 function fromRow(row: PolicyRow): PolicySpec {
   const spec = JSON.parse(row.spec) as PolicySpec;
   return {
@@ -61,7 +67,7 @@ export class PolicyStore {
     expectedRevision: number | undefined,
     principal: string,
     nowMs: number,
-  ): PolicySpec {
+  ): { policy: PolicySpec; changed: boolean } {
     return this.db
       .transaction(() => {
         const current = this.get(spec.dependency);
@@ -73,6 +79,11 @@ export class PolicyStore {
               : `policy ${spec.dependency} is at revision ${currentRevision}, not the expected ${expectedRevision}`,
           );
         }
+        // The same settings again (a deploy job applying its files) change nothing: no new
+        // revision, no event, no audit record.
+        if (current !== undefined && bodyOf(current) === bodyOf(spec)) {
+          return { policy: current, changed: false };
+        }
         // A re-created policy continues the numbering of the deleted one.
         const deletedRevision = this.tombstone.get(spec.dependency)?.revision ?? 0;
         const stored: PolicySpec = {
@@ -81,15 +92,14 @@ export class PolicyStore {
           updatedAtMs: nowMs,
           updatedBy: principal,
         };
-        const { revision: _r, updatedAtMs: _u, updatedBy: _b, ...body } = stored;
         this.upsert.run({
           dependency: stored.dependency,
           revision: stored.revision,
-          spec: JSON.stringify(body),
+          spec: bodyOf(stored),
           updatedAtMs: nowMs,
           updatedBy: principal,
         });
-        return stored;
+        return { policy: stored, changed: true };
       })
       .immediate();
   }
