@@ -11,6 +11,8 @@ import {
 
 /** The producer name of events the server itself records. */
 export const SERVER_PRODUCER = "bulwark-server";
+/** Deepest nesting of one tree in a Trace answer (each level is one nested message). */
+export const MAX_TRACE_DEPTH = 40;
 /** Largest causal tree Trace assembles; a trace beyond it is cut and says so. */
 export const MAX_TRACE_RECORDS = 10_000;
 
@@ -186,6 +188,21 @@ export class AuditLog {
         parents.set(node, parent);
       } else roots.push(node);
     }
+    // Protobuf decoders stop at a nesting depth of 100: a chain deeper than MAX_TRACE_DEPTH is
+    // continued as a new root, which still names its cause in causation_id.
+    const depthCut = (root: TraceNode) => {
+      const stack: [TraceNode, number][] = [[root, 0]];
+      while (stack.length > 0) {
+        const [n, depth] = stack.pop()!;
+        for (const child of [...n.children]) {
+          if (depth + 1 >= MAX_TRACE_DEPTH) {
+            n.children.splice(n.children.indexOf(child), 1);
+            deep.push(child);
+          } else stack.push([child, depth + 1]);
+        }
+      }
+    };
+    const deep: TraceNode[] = [];
     // Records that name each other as causes form a loop no root reaches: the earliest record of
     // each such loop becomes a root, cut from the parent that closed the loop.
     const reached = new Set<TraceNode>();
@@ -205,6 +222,12 @@ export class AuditLog {
       if (parent !== undefined) parent.children.splice(parent.children.indexOf(node), 1);
       roots.push(node);
       mark(node);
+    }
+    for (let i = 0; i < roots.length; i++) depthCut(roots[i]!);
+    while (deep.length > 0) {
+      const node = deep.pop()!;
+      roots.push(node);
+      depthCut(node);
     }
     roots.sort((a, b) => a.record.sequence - b.record.sequence);
     return { roots, truncated: found.size >= MAX_TRACE_RECORDS };

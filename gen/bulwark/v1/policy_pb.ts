@@ -21,7 +21,7 @@ export const file_bulwark_v1_policy: GenFile = /*@__PURE__*/
  */
 export type Policy = Message<"bulwark.v1.Policy"> & {
   /**
-   * Dependency name, for example "openai.chat": 1 to 128 characters of a-z, 0-9, '.', '_' and
+   * Dependency name, for example "openai.chat": 1 to 128 letters, digits, '.', '_' and
    * '-', starting with a letter or digit.
    *
    * @generated from field: string dependency = 1;
