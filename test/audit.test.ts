@@ -161,6 +161,51 @@ describe("audit log", () => {
   });
 });
 
+describe("trace shapes and event ids", () => {
+  it("keeps records that name each other as causes, cuts deep chains, refuses a reused event id", async () => {
+    const server = await startTestServer({ dbPath: join(tmp.dir, "shapes.db") });
+    try {
+      const { audit } = clientsFor(server.url);
+      const traceId = randomUUID().replaceAll("-", "");
+      const [a, b] = [randomUUID(), randomUUID()];
+      await audit.append({
+        entries: [
+          entry("loop.a", { traceId, eventId: a, causationId: b }),
+          entry("loop.b", { traceId, eventId: b, causationId: a }),
+        ],
+      });
+      const loop = await audit.trace({ traceId });
+      expect(loop.roots.map((r) => r.record?.eventType)).toEqual(["loop.a"]);
+      expect(loop.roots[0]?.children.map((c) => c.record?.eventType)).toEqual(["loop.b"]);
+
+      const deepTrace = randomUUID().replaceAll("-", "");
+      let cause = "";
+      const chain = Array.from({ length: 150 }, (_, i) => {
+        const eventId = randomUUID();
+        const e = entry("chain.step", {
+          traceId: deepTrace,
+          eventId,
+          causationId: cause,
+          aggregateId: `s-${i}`,
+        });
+        cause = eventId;
+        return e;
+      });
+      await audit.append({ entries: chain });
+      const deep = await audit.trace({ traceId: deepTrace });
+      const count = (n: TraceNode): number => 1 + n.children.reduce((s, c) => s + count(c), 0);
+      expect(deep.roots.reduce((s, r) => s + count(r), 0)).toBe(150);
+      expect(deep.roots.length).toBeGreaterThan(1);
+
+      const again = await codeOf(audit.append({ entries: [entry("x.y", { eventId: a })] }));
+      expect(again.code).toBe(Code.AlreadyExists);
+      expect((await audit.verify({})).valid).toBe(true);
+    } finally {
+      await server.cleanup();
+    }
+  });
+});
+
 describe("tamper detection", () => {
   it("names an altered record and detects a removed one", async () => {
     const dbPath = join(tmp.dir, "tamper.db");
