@@ -132,7 +132,8 @@ export class AuditStore {
       .prepare("SELECT * FROM audit_records WHERE sequence > ? ORDER BY sequence LIMIT ?")
       .raw(true);
     this.byCausation = this.db.prepare<[string], Row>(
-      "SELECT * FROM audit_records WHERE causation_id = ? ORDER BY sequence",
+      // The repeated "<> ''" lets SQLite use the partial index on causation_id.
+      "SELECT * FROM audit_records WHERE causation_id = ? AND causation_id <> '' ORDER BY sequence",
     );
   }
 
@@ -186,7 +187,8 @@ export class AuditStore {
 
   query(q: AuditQuery): AuditRecordRow[] {
     const where: string[] = ["sequence > @afterSequence"];
-    if (q.traceId !== "") where.push("trace_id = @traceId");
+    // The repeated "<> ''" lets SQLite use the partial index on trace_id.
+    if (q.traceId !== "") where.push("trace_id = @traceId AND trace_id <> ''");
     if (q.aggregateId !== "") where.push("aggregate_id = @aggregateId");
     if (q.eventType !== "") where.push("event_type = @eventType");
     if (q.fromMs > 0) where.push("timestamp_ms >= @fromMs");

@@ -171,11 +171,19 @@ export class BreakerRegistry {
     const transitions: Transition[] = [];
     const causes: Cause[] = [];
     let counted = 0;
-    for (const outcome of outcomes) {
+    // Resolve every breaker first: one the batch may not create (the per-service cap) refuses
+    // the whole batch before any outcome has changed a window.
+    const targets = outcomes.map((outcome) => {
       const policy = this.policies.get(outcome.dependency);
       // A policy deleted while the batch was in flight: nothing left to count against.
-      if (policy === undefined) continue;
-      const breaker = this.breakerFor(policy, outcome.service);
+      return policy === undefined
+        ? undefined
+        : { policy, breaker: this.breakerFor(policy, outcome.service) };
+    });
+    for (const [i, outcome] of outcomes.entries()) {
+      const target = targets[i];
+      if (target === undefined) continue;
+      const { policy, breaker } = target;
       const effect = record(breaker, policy, outcome, nowMs);
       if (effect.counted === true) counted++;
       if (effect.stateChanged) changed.add(breaker);
