@@ -11,6 +11,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { parse as parseYaml } from "yaml";
 import {
   AuditService,
+  QueryResponseSchema,
   TraceResponseSchema,
   VerifyResponseSchema,
 } from "../gen/bulwark/v1/audit_pb.ts";
@@ -31,7 +32,7 @@ Commands:
   policy apply FILE...          create or replace the policies in YAML or JSON files
   policy list | get DEP | delete DEP [--revision N]
   breaker list | get DEP [--service S] | transitions [DEP]
-  audit verify | trace TRACE_ID
+  audit verify | trace TRACE_ID | query [--trace T] [--aggregate A] [--type E] [--limit N]
 Options:
   --url URL     control plane (env BULWARK_URL; default ${DEFAULT_URL})
   --token T     bearer token (env BULWARK_TOKEN)
@@ -41,7 +42,8 @@ class UsageError extends Error {}
 
 function print(schema: DescMessage, message: unknown): void {
   // biome-ignore lint/suspicious/noExplicitAny: toJson takes the message of the given schema
-  process.stdout.write(`${JSON.stringify(toJson(schema, message as any), null, 2)}\n`);
+  const json = toJson(schema, message as any, { alwaysEmitImplicit: true });
+  process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
 }
 
 /** Policies from a YAML or JSON file: one policy, or `{ policies: [...] }`. */
@@ -75,6 +77,10 @@ async function main(argv: string[]): Promise<void> {
       ca: { type: "string" },
       revision: { type: "string" },
       service: { type: "string" },
+      trace: { type: "string" },
+      aggregate: { type: "string" },
+      type: { type: "string" },
+      limit: { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -83,9 +89,14 @@ async function main(argv: string[]): Promise<void> {
     if (positionals.length === 0 && !values.help) throw new UsageError("a command is required");
     return;
   }
-  const url = values.url ?? process.env.BULWARK_URL ?? DEFAULT_URL;
-  if (!/^https?:\/\//.test(url)) throw new UsageError(`--url must be an http(s) URL; got "${url}"`);
   const token = values.token ?? process.env.BULWARK_TOKEN;
+  const url = values.url ?? process.env.BULWARK_URL ?? DEFAULT_URL;
+  if (!/^https?:\/\//.test(url) || !URL.canParse(url)) {
+    throw new UsageError(`--url must be an http(s) URL; got "${url}"`);
+  }
+  if (token !== undefined && !/^[\x21-\x7e]{1,4096}$/.test(token)) {
+    throw new UsageError("--token must be 1-4096 visible ASCII characters");
+  }
   const caFile = values.ca ?? process.env.BULWARK_CA_FILE;
   let ca: Buffer | undefined;
   if (caFile !== undefined) {
@@ -119,12 +130,23 @@ async function main(argv: string[]): Promise<void> {
   switch (`${group} ${command ?? ""}`.trim()) {
     case "policy apply": {
       if (args.length === 0) throw new UsageError("policy apply needs at least one FILE");
-      const all = args.flatMap(policiesFromFile);
-      for (const policy of all) {
-        const res = await policies.putPolicy({ policy });
-        process.stdout.write(
-          `applied ${res.policy?.dependency} at revision ${res.policy?.revision}\n`,
-        );
+      // Every file is read before anything is applied, so a typo in the last file stops all.
+      const all = args.flatMap((file) =>
+        policiesFromFile(file).map((policy, i) => ({ file, i, policy })),
+      );
+      for (const { file, i, policy } of all) {
+        try {
+          const res = await policies.putPolicy({ policy });
+          process.stdout.write(
+            `applied ${res.policy?.dependency} at revision ${res.policy?.revision}\n`,
+          );
+        } catch (err) {
+          const e = ConnectError.from(err);
+          throw new ConnectError(
+            `${file}: policies[${i}] (${policy.dependency}): ${e.rawMessage}`,
+            e.code,
+          );
+        }
       }
       return;
     }
@@ -168,11 +190,28 @@ async function main(argv: string[]): Promise<void> {
       if (!res.valid) process.exitCode = 3;
       return;
     }
+    case "audit query": {
+      let limit = 100;
+      if (values.limit !== undefined) {
+        limit = Number(values.limit);
+        if (!/^\d+$/.test(values.limit) || limit < 1 || limit > 1_000) {
+          throw new UsageError(`--limit must be an integer in [1, 1000]; got "${values.limit}"`);
+        }
+      }
+      const res = await audit.query({
+        traceId: values.trace ?? "",
+        aggregateId: values.aggregate ?? "",
+        eventType: values.type ?? "",
+        limit,
+      });
+      print(QueryResponseSchema, res);
+      return;
+    }
     case "audit trace":
       print(TraceResponseSchema, await audit.trace({ traceId: arg("TRACE_ID") }));
       return;
     default:
-      throw new UsageError(`unknown command "${positionals.join(" ")}"`);
+      throw new UsageError(`unknown command "${positionals.join(" ")}"; see --help`);
   }
 }
 

@@ -56,6 +56,13 @@ describe("bulwark CLI", () => {
     });
     const verified = await cli(["audit", "verify"], { BULWARK_TOKEN: READER });
     expect(JSON.parse(verified.stdout)).toMatchObject({ valid: true });
+    const queried = await cli(["audit", "query", "--aggregate", "openai.chat"], {
+      BULWARK_TOKEN: READER,
+    });
+    expect(JSON.parse(queried.stdout).records[0]).toMatchObject({
+      eventType: "policy.changed",
+      principal: "ops",
+    });
   });
 
   it("says what the server refused, and names bad flags and fields", async () => {
@@ -73,6 +80,8 @@ describe("bulwark CLI", () => {
       "dependency: x\ntimeoutMs: -5\nsla: { latencyObjectiveMs: 100, availabilityTargetPercent: 99 }\n",
     );
     const invalid = await cli(["--token", ADMIN, "policy", "apply", file]);
-    expect(invalid.stderr).toContain("InvalidArgument: policy.timeout_ms");
+    expect(invalid.stderr).toMatch(
+      /InvalidArgument: .*bad.yaml: policies\[0\] \(x\): policy.timeout_ms/,
+    );
   });
 });

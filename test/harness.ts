@@ -29,8 +29,9 @@ export function tempDir(prefix = "bulwark-test-"): { dir: string; remove: () => 
 export async function startTestServer(
   options: { dbPath?: string; natsUrl?: string } = {},
 ): Promise<BulwarkServer & { dbPath: string; cleanup: () => Promise<void> }> {
-  const tmp = tempDir();
-  const dbPath = options.dbPath ?? join(tmp.dir, "bulwark.db");
+  // A temp dir only when the caller gives no file, so nothing is left behind.
+  const tmp = options.dbPath === undefined ? tempDir() : undefined;
+  const dbPath = options.dbPath ?? join(tmp!.dir, "bulwark.db");
   const server = await startServer({
     dbPath,
     host: "127.0.0.1",
@@ -43,7 +44,7 @@ export async function startTestServer(
     dbPath,
     cleanup: async () => {
       await server.close();
-      tmp.remove();
+      tmp?.remove();
     },
   };
 }

@@ -136,7 +136,11 @@ await policies.putPolicy(
 );
 
 say(`Bulwark demo — scenario "${scenario.name}", ${(durationMs / 1000).toFixed(0)} s`);
-say(`  control plane ${server.url} (SQLite and server log in ${workDir})`);
+say(
+  values.out === undefined
+    ? `  control plane ${server.url} (SQLite, server log and report in ${workDir})`
+    : `  control plane ${server.url} (SQLite and server log in ${workDir}, removed at the end)`,
+);
 say(`  metrics ${server.metricsUrl}/metrics while the demo runs`);
 
 // Follow breaker transitions as any subscriber would: snapshot first, then events.

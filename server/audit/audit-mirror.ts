@@ -24,6 +24,8 @@ export class AuditMirror {
   private running = false;
   private streamReadyOn: NatsConnection | undefined;
   dropped = 0;
+  /** Records published since the server started. */
+  private mirrored = 0;
 
   constructor(
     private readonly nats: NatsPublisher,
@@ -50,10 +52,25 @@ export class AuditMirror {
       deny_delete: true,
       deny_purge: true,
     };
+    let info: Awaited<ReturnType<typeof jsm.streams.info>> | undefined;
     try {
-      await jsm.streams.info(AUDIT_STREAM);
+      info = await jsm.streams.info(AUDIT_STREAM);
     } catch {
+      info = undefined;
+    }
+    if (info === undefined) {
+      if (this.mirrored > 0) {
+        this.logger.error(
+          { stream: AUDIT_STREAM, mirrored: this.mirrored },
+          "the audit mirror stream disappeared and is created again; earlier records are not in it",
+        );
+      }
       await jsm.streams.add(config);
+    } else if (!info.config.deny_delete || !info.config.deny_purge) {
+      this.logger.error(
+        { stream: AUDIT_STREAM },
+        "the audit mirror stream allows delete or purge; records are mirrored but not protected",
+      );
     }
     this.streamReadyOn = nc;
   }
@@ -80,6 +97,7 @@ export class AuditMirror {
               { msgID: record.eventId },
             );
           this.pending.shift();
+          this.mirrored++;
         } catch (err) {
           this.logger.warn({ err, sequence: record.sequence }, "audit mirror publish failed");
           this.streamReadyOn = undefined;
