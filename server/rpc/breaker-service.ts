@@ -6,11 +6,8 @@ import {
   type WatchResponse,
   WatchResponseSchema,
 } from "../../gen/bulwark/v1/breaker_pb.ts";
-import { OutcomeResult } from "../../gen/bulwark/v1/breaker_types_pb.ts";
-import type { CountedResult } from "../domain/breaker-engine.ts";
-import type { BreakerRegistry, ReportedOutcome } from "../domain/breaker-registry.ts";
-import { InvalidArgumentError, ResourceExhaustedError } from "../domain/errors.ts";
-import { assertName } from "../domain/names.ts";
+import type { BreakerRegistry } from "../domain/breaker-registry.ts";
+import { ResourceExhaustedError } from "../domain/errors.ts";
 import type { PolicyRegistry } from "../domain/policy-registry.ts";
 import { type DomainEvent, dependencyOf } from "../events/domain-event.ts";
 import type { EventHub } from "../events/event-hub.ts";
@@ -22,10 +19,15 @@ import {
   transitionToWire,
 } from "../wire/convert.ts";
 import { callInfo } from "./call-context.ts";
-import { intArg, serviceArg, textArg } from "./request-fields.ts";
+import {
+  RESULTS,
+  validateAcquire,
+  validateGetBreaker,
+  validateListTransitions,
+  validateReport,
+  validateWatch,
+} from "./request-validation.ts";
 
-/** Largest Report batch: bounds the work one request can make the server do while it holds the event loop. */
-export const MAX_REPORT_BATCH = 1_000;
 /** Events a Watch subscriber may fall behind by before its stream is ended (it then resyncs). */
 export const MAX_WATCH_BACKLOG = 10_000;
 /**
@@ -33,21 +35,6 @@ export const MAX_WATCH_BACKLOG = 10_000;
  * refused with ResourceExhausted rather than letting watchers exhaust the server's memory.
  */
 export const MAX_WATCHERS = 512;
-/** Default and largest page of ListTransitions. */
-export const DEFAULT_TRANSITIONS_LIMIT = 100;
-export const MAX_TRANSITIONS_LIMIT = 1_000;
-/** Length caps of free-text outcome fields. */
-const MAX_ID_LENGTH = 128;
-
-/** Each known result: its name (metrics, logs) and how the breaker counts it. */
-const RESULTS: Record<number, { name: string; counted: CountedResult } | undefined> = {
-  [OutcomeResult.SUCCESS]: { name: "success", counted: "success" },
-  [OutcomeResult.FAILURE]: { name: "failure", counted: "failure" },
-  [OutcomeResult.TIMEOUT]: { name: "timeout", counted: "timeout" },
-  [OutcomeResult.REJECTED]: { name: "rejected", counted: "not-counted" },
-  [OutcomeResult.CANCELLED]: { name: "cancelled", counted: "not-counted" },
-  [OutcomeResult.IGNORED]: { name: "ignored", counted: "not-counted" },
-};
 
 /** Observers of the data path: metrics and alerts. */
 export interface DataPathObservers {
@@ -74,11 +61,7 @@ export function breakerService(
   let watchers = 0;
   return {
     acquire(req, ctx) {
-      assertName("dependency", req.dependency);
-      serviceArg("service", req.service, true);
-      intArg("attempt", req.attempt, 0, 1_000);
-      textArg("trace_id", req.traceId, MAX_ID_LENGTH);
-      textArg("request_id", req.requestId, MAX_ID_LENGTH);
+      validateAcquire(req);
       const info = callInfo(ctx);
       const answer = breakers.acquire(
         req.dependency,
@@ -104,35 +87,7 @@ export function breakerService(
     },
 
     report(req, ctx) {
-      if (req.outcomes.length === 0 || req.outcomes.length > MAX_REPORT_BATCH) {
-        throw new InvalidArgumentError(
-          "outcomes",
-          `must hold 1 to ${MAX_REPORT_BATCH} outcomes; got ${req.outcomes.length}`,
-        );
-      }
-      // Validate the whole batch before counting any of it, so a bad batch changes no window.
-      const outcomes: ReportedOutcome[] = req.outcomes.map((o, i) => {
-        const at = `outcomes[${i}]`;
-        assertName(`${at}.dependency`, o.dependency);
-        serviceArg(`${at}.service`, o.service, true);
-        const result = RESULTS[o.result]?.counted;
-        if (result === undefined) {
-          throw new InvalidArgumentError(`${at}.result`, `must be a known result; got ${o.result}`);
-        }
-        intArg(`${at}.attempt`, o.attempt, 0, 1_000);
-        intArg(`${at}.latency_ms`, o.latencyMs, 0, 86_400_000);
-        intArg(`${at}.retry_after_ms`, o.retryAfterMs, 0, 86_400_000);
-        intArg(`${at}.status_code`, o.statusCode, 0, 999);
-        return {
-          dependency: o.dependency,
-          service: o.service,
-          permitId: textArg(`${at}.permit_id`, o.permitId, MAX_ID_LENGTH),
-          result,
-          errorType: textArg(`${at}.error_type`, o.errorType, MAX_ID_LENGTH),
-          traceId: textArg(`${at}.trace_id`, o.traceId, MAX_ID_LENGTH),
-          causationId: textArg(`${at}.causation_id`, o.causationId, MAX_ID_LENGTH),
-        };
-      });
+      const outcomes = validateReport(req);
       const counted = breakers.report(outcomes, callInfo(ctx).principal);
       // Only dependencies with a policy reach the metrics: invented names would fill its series.
       observers.onOutcomes(
@@ -150,9 +105,8 @@ export function breakerService(
     },
 
     getBreaker(req) {
-      assertName("dependency", req.dependency);
-      serviceArg("service", req.service, false);
-      return { breaker: breakerToWire(breakers.get(req.dependency, req.service)) };
+      const { dependency, service } = validateGetBreaker(req);
+      return { breaker: breakerToWire(breakers.get(dependency, service)) };
     },
 
     listBreakers() {
@@ -160,29 +114,20 @@ export function breakerService(
     },
 
     listTransitions(req) {
-      if (req.dependency !== "") assertName("dependency", req.dependency);
-      const limit =
-        req.limit === 0
-          ? DEFAULT_TRANSITIONS_LIMIT
-          : intArg("limit", req.limit, 1, MAX_TRANSITIONS_LIMIT);
-      if (req.afterSequence < 0n) {
-        throw new InvalidArgumentError("after_sequence", `must be >= 0; got ${req.afterSequence}`);
-      }
-      const after = Number(req.afterSequence);
+      const { dependency, afterSequence, limit } = validateListTransitions(req);
       return {
-        transitions: breakers.listTransitions(req.dependency, after, limit).map(transitionToWire),
+        transitions: breakers
+          .listTransitions(dependency, afterSequence, limit)
+          .map(transitionToWire),
       };
     },
 
     async *watch(req, ctx) {
-      req.dependencies.forEach((d, i) => {
-        assertName(`dependencies[${i}]`, d);
-      });
+      const only = validateWatch(req);
       if (watchers >= MAX_WATCHERS) {
         throw new ResourceExhaustedError(`${MAX_WATCHERS} Watch streams are open; retry later`);
       }
       watchers++;
-      const only = new Set(req.dependencies);
       const wanted = (dependency: string) => only.size === 0 || only.has(dependency);
       const backlog: DomainEvent[] = [];
       let overflowed = false;

@@ -1,36 +1,37 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { PolicyService } from "../../gen/bulwark/v1/policy_pb.ts";
 import { NotFoundError } from "../domain/errors.ts";
-import { assertName } from "../domain/names.ts";
 import type { PolicyRegistry } from "../domain/policy-registry.ts";
-import { normalizePolicy } from "../domain/policy-validation.ts";
 import { policyToWire } from "../wire/convert.ts";
 import { callInfo } from "./call-context.ts";
-import { revisionArg } from "./request-fields.ts";
+import {
+  validateDeletePolicy,
+  validateGetPolicy,
+  validatePutPolicy,
+} from "./request-validation.ts";
 
 export function policyService(policies: PolicyRegistry): ServiceImpl<typeof PolicyService> {
   return {
     putPolicy(req, ctx) {
-      const spec = normalizePolicy(req.policy);
-      const expected = revisionArg("expected_revision", req.expectedRevision);
+      const { spec, expectedRevision } = validatePutPolicy(req);
       const { principal, traceId } = callInfo(ctx);
-      return { policy: policyToWire(policies.put(spec, expected, principal, traceId)) };
+      return { policy: policyToWire(policies.put(spec, expectedRevision, principal, traceId)) };
     },
     getPolicy(req) {
-      assertName("dependency", req.dependency);
-      const policy = policies.get(req.dependency);
-      if (policy === undefined)
-        throw new NotFoundError(`no policy for dependency ${req.dependency}`);
+      const dependency = validateGetPolicy(req);
+      const policy = policies.get(dependency);
+      if (policy === undefined) throw new NotFoundError(`no policy for dependency ${dependency}`);
       return { policy: policyToWire(policy) };
     },
     listPolicies() {
       return { policies: policies.list().map(policyToWire) };
     },
     deletePolicy(req, ctx) {
-      assertName("dependency", req.dependency);
-      const expected = revisionArg("expected_revision", req.expectedRevision);
+      const { dependency, expectedRevision } = validateDeletePolicy(req);
       const { principal, traceId } = callInfo(ctx);
-      return { revision: BigInt(policies.delete(req.dependency, expected, principal, traceId)) };
+      return {
+        revision: BigInt(policies.delete(dependency, expectedRevision, principal, traceId)),
+      };
     },
   };
 }

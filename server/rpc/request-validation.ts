@@ -1,0 +1,253 @@
+/**
+ * Validation of every request, in one place. Each RPC's request passes through one function here
+ * before a handler touches the domain; it returns the request's values in domain terms or throws
+ * InvalidArgumentError naming the field (its path in the request) and the rule it broke. Nothing
+ * is stored before validation has passed for the whole request, batches included.
+ */
+import type { AppendRequest, QueryRequest } from "../../gen/bulwark/v1/audit_pb.ts";
+import type {
+  AcquireRequest,
+  GetBreakerRequest,
+  ListTransitionsRequest,
+  ReportRequest,
+  WatchRequest,
+} from "../../gen/bulwark/v1/breaker_pb.ts";
+import { OutcomeResult } from "../../gen/bulwark/v1/breaker_types_pb.ts";
+import type {
+  DeletePolicyRequest,
+  GetPolicyRequest,
+  PutPolicyRequest,
+} from "../../gen/bulwark/v1/policy_pb.ts";
+import type { AppendInput } from "../audit/audit-log.ts";
+import type { AuditQuery } from "../audit/audit-store.ts";
+import type { CountedResult } from "../domain/breaker-engine.ts";
+import type { ReportedOutcome } from "../domain/breaker-registry.ts";
+import { InvalidArgumentError } from "../domain/errors.ts";
+import { assertName, quoted } from "../domain/names.ts";
+import type { PolicySpec } from "../domain/policy.ts";
+import { normalizePolicy } from "../domain/policy-validation.ts";
+
+/** Largest Report batch: bounds the work one request makes the server do in one turn. */
+export const MAX_REPORT_BATCH = 1_000;
+/** Largest Append batch: one transaction, kept short so other appenders are not held up. */
+export const MAX_APPEND_BATCH = 1_000;
+/** Largest payload of one audit entry: audit payloads are events, not documents. */
+export const MAX_PAYLOAD_BYTES = 64 * 1024;
+/** Default and largest page of ListTransitions and audit Query. */
+export const DEFAULT_PAGE_LIMIT = 100;
+export const MAX_PAGE_LIMIT = 1_000;
+/** Length caps of free-text identifiers (trace, request, permit and event ids, error types). */
+const MAX_ID_LENGTH = 128;
+/** Length cap of an audit aggregate id (order numbers, composite keys). */
+const MAX_AGGREGATE_LENGTH = 256;
+/** Attempts per call the SDK may number; policies allow at most 10. */
+const MAX_ATTEMPT = 1_000;
+/** A day: the longest latency or Retry-After an outcome may carry. */
+const MAX_DURATION_MS = 86_400_000;
+const TRACE_ID = /^[0-9a-f]{32}$/;
+
+/** Each known outcome result: its name (metrics, logs) and how the breaker counts it. */
+export const RESULTS: Record<number, { name: string; counted: CountedResult } | undefined> = {
+  [OutcomeResult.SUCCESS]: { name: "success", counted: "success" },
+  [OutcomeResult.FAILURE]: { name: "failure", counted: "failure" },
+  [OutcomeResult.TIMEOUT]: { name: "timeout", counted: "timeout" },
+  [OutcomeResult.REJECTED]: { name: "rejected", counted: "not-counted" },
+  [OutcomeResult.CANCELLED]: { name: "cancelled", counted: "not-counted" },
+  [OutcomeResult.IGNORED]: { name: "ignored", counted: "not-counted" },
+};
+
+function int(field: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(field, `must be an integer in [${min}, ${max}]; got ${value}`);
+  }
+  return value;
+}
+
+function text(field: string, value: string, maxLength: number): string {
+  if (value.length > maxLength) {
+    throw new InvalidArgumentError(
+      field,
+      `must be at most ${maxLength} characters; got ${value.length}`,
+    );
+  }
+  return value;
+}
+
+/** A service name; empty only where the caller's service is optional. */
+function service(field: string, value: string, required: boolean): string {
+  if (value !== "" || required) assertName(field, value);
+  return value;
+}
+
+function traceId(field: string, value: string, required: boolean): string {
+  if (value === "" && !required) return value;
+  if (!TRACE_ID.test(value)) {
+    throw new InvalidArgumentError(field, `must be 32 lowercase hex digits; got ${quoted(value)}`);
+  }
+  return value;
+}
+
+/** A non-negative int64 that fits a JavaScript number (revisions, sequences, Unix ms). */
+function count(field: string, value: bigint): number {
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new InvalidArgumentError(
+      field,
+      `must be in [0, ${Number.MAX_SAFE_INTEGER}]; got ${value}`,
+    );
+  }
+  return Number(value);
+}
+
+function pageLimit(value: number): number {
+  return value === 0 ? DEFAULT_PAGE_LIMIT : int("limit", value, 1, MAX_PAGE_LIMIT);
+}
+
+export function validatePutPolicy(req: PutPolicyRequest): {
+  spec: PolicySpec;
+  expectedRevision: number | undefined;
+} {
+  const spec = normalizePolicy(req.policy);
+  const expectedRevision =
+    req.expectedRevision === undefined
+      ? undefined
+      : count("expected_revision", req.expectedRevision);
+  return { spec, expectedRevision };
+}
+
+export function validateGetPolicy(req: GetPolicyRequest): string {
+  assertName("dependency", req.dependency);
+  return req.dependency;
+}
+
+export function validateDeletePolicy(req: DeletePolicyRequest): {
+  dependency: string;
+  expectedRevision: number | undefined;
+} {
+  assertName("dependency", req.dependency);
+  const expectedRevision =
+    req.expectedRevision === undefined
+      ? undefined
+      : count("expected_revision", req.expectedRevision);
+  return { dependency: req.dependency, expectedRevision };
+}
+
+export function validateAcquire(req: AcquireRequest): AcquireRequest {
+  assertName("dependency", req.dependency);
+  service("service", req.service, true);
+  int("attempt", req.attempt, 0, MAX_ATTEMPT);
+  text("trace_id", req.traceId, MAX_ID_LENGTH);
+  text("request_id", req.requestId, MAX_ID_LENGTH);
+  return req;
+}
+
+/** The whole batch is checked before any of it is counted, so a bad batch changes no window. */
+export function validateReport(req: ReportRequest): ReportedOutcome[] {
+  if (req.outcomes.length === 0 || req.outcomes.length > MAX_REPORT_BATCH) {
+    throw new InvalidArgumentError(
+      "outcomes",
+      `must hold 1 to ${MAX_REPORT_BATCH} outcomes; got ${req.outcomes.length}`,
+    );
+  }
+  return req.outcomes.map((o, i) => {
+    const at = `outcomes[${i}]`;
+    assertName(`${at}.dependency`, o.dependency);
+    service(`${at}.service`, o.service, true);
+    const result = RESULTS[o.result]?.counted;
+    if (result === undefined) {
+      throw new InvalidArgumentError(`${at}.result`, `must be a known result; got ${o.result}`);
+    }
+    int(`${at}.attempt`, o.attempt, 0, MAX_ATTEMPT);
+    int(`${at}.latency_ms`, o.latencyMs, 0, MAX_DURATION_MS);
+    int(`${at}.retry_after_ms`, o.retryAfterMs, 0, MAX_DURATION_MS);
+    int(`${at}.status_code`, o.statusCode, 0, 999);
+    text(`${at}.request_id`, o.requestId, MAX_ID_LENGTH);
+    return {
+      dependency: o.dependency,
+      service: o.service,
+      permitId: text(`${at}.permit_id`, o.permitId, MAX_ID_LENGTH),
+      result,
+      errorType: text(`${at}.error_type`, o.errorType, MAX_ID_LENGTH),
+      traceId: text(`${at}.trace_id`, o.traceId, MAX_ID_LENGTH),
+      causationId: text(`${at}.causation_id`, o.causationId, MAX_ID_LENGTH),
+    };
+  });
+}
+
+export function validateGetBreaker(req: GetBreakerRequest): {
+  dependency: string;
+  service: string;
+} {
+  assertName("dependency", req.dependency);
+  return { dependency: req.dependency, service: service("service", req.service, false) };
+}
+
+export function validateListTransitions(req: ListTransitionsRequest): {
+  dependency: string;
+  afterSequence: number;
+  limit: number;
+} {
+  if (req.dependency !== "") assertName("dependency", req.dependency);
+  return {
+    dependency: req.dependency,
+    afterSequence: count("after_sequence", req.afterSequence),
+    limit: pageLimit(req.limit),
+  };
+}
+
+export function validateWatch(req: WatchRequest): Set<string> {
+  if (req.dependencies.length > MAX_PAGE_LIMIT) {
+    throw new InvalidArgumentError(
+      "dependencies",
+      `must name at most ${MAX_PAGE_LIMIT} dependencies; got ${req.dependencies.length}`,
+    );
+  }
+  req.dependencies.forEach((d, i) => {
+    assertName(`dependencies[${i}]`, d);
+  });
+  return new Set(req.dependencies);
+}
+
+export function validateAppend(req: AppendRequest): AppendInput[] {
+  if (req.entries.length === 0 || req.entries.length > MAX_APPEND_BATCH) {
+    throw new InvalidArgumentError(
+      "entries",
+      `must hold 1 to ${MAX_APPEND_BATCH} entries; got ${req.entries.length}`,
+    );
+  }
+  return req.entries.map((e, i) => {
+    const at = `entries[${i}]`;
+    if (e.eventType === "") throw new InvalidArgumentError(`${at}.event_type`, "is required");
+    assertName(`${at}.event_type`, e.eventType);
+    if (e.payload.byteLength > MAX_PAYLOAD_BYTES) {
+      throw new InvalidArgumentError(
+        `${at}.payload`,
+        `must be at most ${MAX_PAYLOAD_BYTES} bytes; got ${e.payload.byteLength}`,
+      );
+    }
+    return {
+      eventId: text(`${at}.event_id`, e.eventId, MAX_ID_LENGTH),
+      eventType: e.eventType,
+      aggregateId: text(`${at}.aggregate_id`, e.aggregateId, MAX_AGGREGATE_LENGTH),
+      payload: e.payload,
+      producer: text(`${at}.producer`, e.producer, MAX_ID_LENGTH),
+      traceId: traceId(`${at}.trace_id`, e.traceId, false),
+      causationId: text(`${at}.causation_id`, e.causationId, MAX_ID_LENGTH),
+    };
+  });
+}
+
+export function validateQuery(req: QueryRequest): AuditQuery {
+  return {
+    traceId: traceId("trace_id", req.traceId, false),
+    aggregateId: text("aggregate_id", req.aggregateId, MAX_AGGREGATE_LENGTH),
+    eventType: text("event_type", req.eventType, MAX_ID_LENGTH),
+    fromMs: count("from_unix_ms", req.fromUnixMs),
+    toMs: count("to_unix_ms", req.toUnixMs),
+    afterSequence: count("after_sequence", req.afterSequence),
+    limit: pageLimit(req.limit),
+  };
+}
+
+export function validateTrace(req: { traceId: string }): string {
+  return traceId("trace_id", req.traceId, true);
+}
