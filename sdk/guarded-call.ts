@@ -133,6 +133,25 @@ function cancellationError(reason: unknown): unknown {
 }
 
 /**
+ * Refuses call options the control plane would refuse later (which would drop the whole report
+ * batch they travel in), naming the option and its rule.
+ */
+function checkCallOptions(
+  options: Pick<CallOptions<unknown>, "deadlineMs" | "traceId" | "causationId">,
+): void {
+  const { deadlineMs, traceId, causationId } = options;
+  if (deadlineMs !== undefined && (!Number.isFinite(deadlineMs) || deadlineMs <= 0)) {
+    throw new RangeError(`options.deadlineMs must be a positive number; got ${deadlineMs}`);
+  }
+  if (traceId !== undefined && !/^[0-9a-f]{32}$/.test(traceId)) {
+    throw new RangeError("options.traceId must be a W3C trace id: 32 lowercase hex digits");
+  }
+  if (causationId !== undefined && causationId.length > 128) {
+    throw new RangeError("options.causationId must be at most 128 characters");
+  }
+}
+
+/**
  * The guarded call of DESIGN §5: policy → trace id → attempts (admission, the function under its
  * timeout and the overall deadline, classification, report) → retries of transient failures with
  * capped exponential back-off and jitter, honouring Retry-After within the deadline → fallback.
@@ -145,6 +164,7 @@ export async function guardedCall<T>(
   fn: (ctx: AttemptContext) => Promise<T>,
   options: CallOptions<T>,
 ): Promise<CallResult<T>> {
+  checkCallOptions(options);
   const callerSignal = options.signal;
   if (callerSignal?.aborted) throw cancellationError(callerSignal.reason);
   const policy = await cp.policy(dependency);

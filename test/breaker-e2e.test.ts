@@ -235,3 +235,15 @@ describe("breaker end to end", () => {
     expect(state.window).toMatchObject({ calls: 0, failures: 0 });
   });
 });
+
+describe("call options", () => {
+  it("refuses options the control plane would refuse, naming them", async () => {
+    const b = sdk();
+    await expect(b.call("e2e.open", async () => 1, { deadlineMs: -1 })).rejects.toThrow(
+      /options\.deadlineMs must be a positive number/,
+    );
+    await expect(b.call("e2e.open", async () => 1, { traceId: "abc" })).rejects.toThrow(
+      /options\.traceId must be a W3C trace id/,
+    );
+  });
+});
