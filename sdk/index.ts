@@ -24,4 +24,4 @@ export {
 export type { BulwarkEvent, BulwarkEventListener } from "./events.ts";
 export type { AttemptContext, CallOptions, CallResult } from "./guarded-call.ts";
 export { DEGRADED_HEADER, type GuardedFetchOptions } from "./guarded-fetch.ts";
-export type { BulwarkOptions } from "./options.ts";
+export { type BulwarkOptions, DEFAULT_ACQUIRE_TIMEOUT_MS } from "./options.ts";

@@ -13,7 +13,7 @@ import {
   isCircuitOpenError,
   isDeadlineExceededError,
 } from "../sdk/index.ts";
-import { clientsFor, startTestServer, testPolicy } from "./harness.ts";
+import { clientsFor, startTestServer, testPolicy, waitFor } from "./harness.ts";
 
 let server: Awaited<ReturnType<typeof startTestServer>>;
 let upstream: FlakyOpenAI;
@@ -111,10 +111,15 @@ describe("breaker end to end", () => {
     expect((await breakers.getBreaker({ dependency: "e2e.probe" })).breaker?.state).toBe(
       BreakerState.OPEN,
     );
-    await new Promise((r) => setTimeout(r, 450));
-    expect((await breakers.getBreaker({ dependency: "e2e.probe" })).breaker?.state).toBe(
-      BreakerState.HALF_OPEN,
+    const openUntilMs = Number(
+      (await breakers.getBreaker({ dependency: "e2e.probe" })).breaker?.openUntilUnixMs,
     );
+    // The server's own timer moves it to HALF_OPEN: no call is needed for that.
+    const halfOpen = async () =>
+      (await breakers.getBreaker({ dependency: "e2e.probe" })).breaker?.state ===
+      BreakerState.HALF_OPEN;
+    expect(await waitFor(halfOpen)).toBe(true);
+    expect(Date.now()).toBeGreaterThanOrEqual(openUntilMs);
 
     // Slow answers keep the probe in flight while the other nine attempts ask for admission.
     upstream.override(phase("errors", { statuses: [500], latencyMs: 300 }));

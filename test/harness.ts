@@ -233,3 +233,16 @@ export function testPolicy(
     },
   });
 }
+
+/**
+ * Polls `check` until it returns true or `timeoutMs` passes; returns its last answer. For
+ * conditions reached by timers or streams, whose timing a loaded machine stretches.
+ */
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 3_000) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

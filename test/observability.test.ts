@@ -8,7 +8,7 @@ import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import type { Event } from "../gen/bulwark/v1/event_pb.ts";
 import { createBulwark } from "../sdk/index.ts";
 import { type BulwarkServer, startServer } from "../server/bulwark-server.ts";
-import { clientsFor, tempDir, testPolicy } from "./harness.ts";
+import { clientsFor, tempDir, testPolicy, waitFor } from "./harness.ts";
 
 const tmp = tempDir();
 afterAll(() => tmp.remove());
@@ -191,7 +191,7 @@ describe("trend alerts", () => {
       await send(40, 40);
       await pause(50);
     }
-    await pause(50);
+    expect(await waitFor(() => events.length >= 1)).toBe(true);
     expect(events.map((e) => e.kind.case === "alertChanged" && e.kind.value.active)).toEqual([
       true,
     ]);
@@ -206,6 +206,7 @@ describe("trend alerts", () => {
       await send(50, 0);
       await pause(100);
     }
+    await waitFor(() => events.length >= 2);
     controller.abort();
     await watching;
     expect(events.map((e) => e.kind.case === "alertChanged" && e.kind.value.active)).toEqual([

@@ -24,7 +24,11 @@ const { config } = await new Promise<StartMessage>((resolve) => {
   send({ type: "ready" });
 });
 
-const bulwark = createBulwark({ url: config.controlPlaneUrl, service: config.service });
+const bulwark = createBulwark({
+  url: config.controlPlaneUrl,
+  service: config.service,
+  acquireTimeoutMs: config.acquireTimeoutMs,
+});
 const requests: RequestRecord[] = [];
 const attempts: AttemptRecord[] = [];
 const events: SdkEventRecord[] = [];

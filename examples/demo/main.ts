@@ -15,6 +15,7 @@ import pino from "pino";
 import { BreakerService } from "../../gen/bulwark/v1/breaker_pb.ts";
 import { BreakerState } from "../../gen/bulwark/v1/breaker_types_pb.ts";
 import { PolicyService } from "../../gen/bulwark/v1/policy_pb.ts";
+import { DEFAULT_ACQUIRE_TIMEOUT_MS } from "../../sdk/index.ts";
 import { startServer } from "../../server/bulwark-server.ts";
 import { startFlakyOpenAI } from "../flaky-openai/flaky-openai-server.ts";
 import {
@@ -44,7 +45,9 @@ const USAGE = `Usage: npm run demo -- [--scenario FILE] [--instances N] [--rps N
   --scenario FILE  scenario of timed fault phases (default examples/scenarios/demo.json)
   --instances N    service instances, each its own process, 1..16 (default ${DEFAULT_INSTANCES})
   --rps N          requests per second per instance, 1..200 (default ${DEFAULT_RPS})
-  --out FILE       where to write the JSON report (default: in a new temporary directory)`;
+  --out FILE       where to write the JSON report (default: in a new temporary directory)
+  --acquire-timeout-ms N  the SDK's wait for the control plane before deciding locally
+                   (default ${DEFAULT_ACQUIRE_TIMEOUT_MS})`;
 
 function usageError(message: string): never {
   process.stderr.write(`demo: ${message}\n${USAGE}\n`);
@@ -69,6 +72,7 @@ try {
       scenario: { type: "string" },
       instances: { type: "string" },
       rps: { type: "string" },
+      "acquire-timeout-ms": { type: "string" },
       out: { type: "string" },
       help: { type: "boolean" },
     },
@@ -88,6 +92,13 @@ const instances = intFlag(
   16,
 );
 const rps = intFlag("rps", values.rps as string | undefined, DEFAULT_RPS, 1, 200);
+const acquireTimeoutMs = intFlag(
+  "acquire-timeout-ms",
+  values["acquire-timeout-ms"] as string | undefined,
+  DEFAULT_ACQUIRE_TIMEOUT_MS,
+  1,
+  60_000,
+);
 let scenario: Scenario;
 try {
   scenario = loadScenarioFile((values.scenario as string | undefined) ?? DEFAULT_SCENARIO);
@@ -217,6 +228,7 @@ for (const [i, child] of children.entries()) {
       service: `demo-svc-${i + 1}`,
       dependency: DEPENDENCY,
       requestsPerSecond: rps,
+      acquireTimeoutMs,
       durationMs,
     },
   };

@@ -10,6 +10,8 @@ export interface InstanceConfig {
   dependency: string;
   /** Requests started per second (open loop: a slow upstream does not slow the arrivals). */
   requestsPerSecond: number;
+  /** The SDK's acquireTimeoutMs. */
+  acquireTimeoutMs: number;
   /** How long to send requests, in milliseconds. */
   durationMs: number;
 }

@@ -305,6 +305,9 @@ export class BreakerRegistry {
       } catch (err) {
         this.logger.error({ err, dependency: breaker.dependency }, "breaker timer failed");
       }
+      // Timers run on a monotonic clock and may fire a millisecond before the wall-clock time
+      // they were set for; a breaker still OPEN then gets its timer again for the rest.
+      if (breaker.phase.kind === "open" && !this.timers.has(key)) this.schedule(breaker);
     }, delayMs);
     this.timers.set(key, timer);
   }
