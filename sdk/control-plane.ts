@@ -74,6 +74,17 @@ function tlsTrustFailure(err: unknown): string | undefined {
   return undefined;
 }
 
+/** The error for a control plane that answered but refused, or is not trusted. */
+function refused(what: string, err: unknown): ControlPlaneError {
+  const tls = tlsTrustFailure(err);
+  return new ControlPlaneError(
+    tls === undefined
+      ? `${what}: ${(err as Error).message}`
+      : `the control plane's TLS certificate is not trusted (${tls}); pass its CA as options.ca`,
+    err,
+  );
+}
+
 /**
  * Errors that mean "the control plane cannot be reached now", not "it said no". A certificate
  * the SDK does not trust is not an outage but a configuration mistake, and is not one of them.
@@ -172,13 +183,7 @@ export class ControlPlane {
     } catch (err) {
       if (err instanceof PolicyNotFoundError) throw err;
       if (isUnreachable(err)) return localPolicy(dependency);
-      const tls = tlsTrustFailure(err);
-      throw new ControlPlaneError(
-        tls === undefined
-          ? `policy for ${dependency} could not be read: ${(err as Error).message}`
-          : `the control plane's TLS certificate is not trusted (${tls}); pass its CA as options.ca`,
-        err,
-      );
+      throw refused(`policy for ${dependency} could not be read`, err);
     }
   }
 
@@ -258,13 +263,7 @@ export class ControlPlane {
         throw new PolicyNotFoundError(dependency);
       }
       if (!isUnreachable(err)) {
-        const tls = tlsTrustFailure(err);
-        throw new ControlPlaneError(
-          tls === undefined
-            ? `acquire was refused: ${(err as Error).message}`
-            : `the control plane's TLS certificate is not trusted (${tls}); pass its CA as options.ca`,
-          err,
-        );
+        throw refused("acquire was refused", err);
       }
       this.markUnreachable(err);
       return this.decideLocally(dependency);

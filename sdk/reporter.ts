@@ -28,10 +28,6 @@ export class Reporter {
     private readonly onDrop: (count: number, total: number) => void,
   ) {}
 
-  get size(): number {
-    return this.pending.length;
-  }
-
   /** Outcomes are queued or being sent. */
   get busy(): boolean {
     return this.pending.length > 0 || this.inFlight !== undefined;

@@ -17,8 +17,4 @@ export class EventHub {
   publish(event: DomainEvent): void {
     for (const listener of this.listeners) listener(event);
   }
-
-  get subscriberCount(): number {
-    return this.listeners.size;
-  }
 }

@@ -42,10 +42,6 @@ export class TokenRegistry {
     }));
   }
 
-  get size(): number {
-    return this.entries.length;
-  }
-
   /** The identity a presented token belongs to, or undefined. */
   identify(token: string): Identity | undefined {
     const digest = createHash("sha256").update(token, "utf8").digest();
