@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   AcquireDecision,
   type BreakerService,
@@ -60,6 +60,9 @@ export function breakerService(
 ): ServiceImpl<typeof BreakerService> {
   let watchers = 0;
   return {
+    forceBreaker() {
+      throw new ConnectError("ForceBreaker is not served yet", Code.Unimplemented);
+    },
     acquire(req, ctx) {
       validateAcquire(req);
       const info = callInfo(ctx);

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bulwark/v1/breaker.proto.
  */
 export const file_bulwark_v1_breaker: GenFile = /*@__PURE__*/
-  fileDesc("ChhidWx3YXJrL3YxL2JyZWFrZXIucHJvdG8SCmJ1bHdhcmsudjEibAoOQWNxdWlyZVJlcXVlc3QSEgoKZGVwZW5kZW5jeRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSEAoIdHJhY2VfaWQYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCSLSAQoPQWNxdWlyZVJlc3BvbnNlEi0KCGRlY2lzaW9uGAEgASgOMhsuYnVsd2Fyay52MS5BY3F1aXJlRGVjaXNpb24SJwoFc3RhdGUYAiABKA4yGC5idWx3YXJrLnYxLkJyZWFrZXJTdGF0ZRIYChByZXRyeV9hdF91bml4X21zGAMgASgDEhEKCXBlcm1pdF9pZBgEIAEoCRIhChlwZXJtaXRfZXhwaXJlc19hdF91bml4X21zGAUgASgDEhcKD3BvbGljeV9yZXZpc2lvbhgGIAEoAyI2Cg1SZXBvcnRSZXF1ZXN0EiUKCG91dGNvbWVzGAEgAygLMhMuYnVsd2Fyay52MS5PdXRjb21lIiEKDlJlcG9ydFJlc3BvbnNlEg8KB2NvdW50ZWQYASABKAUiOAoRR2V0QnJlYWtlclJlcXVlc3QSEgoKZGVwZW5kZW5jeRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJIkAKEkdldEJyZWFrZXJSZXNwb25zZRIqCgdicmVha2VyGAEgASgLMhkuYnVsd2Fyay52MS5CcmVha2VyU3RhdHVzIhUKE0xpc3RCcmVha2Vyc1JlcXVlc3QiQwoUTGlzdEJyZWFrZXJzUmVzcG9uc2USKwoIYnJlYWtlcnMYASADKAsyGS5idWx3YXJrLnYxLkJyZWFrZXJTdGF0dXMiUwoWTGlzdFRyYW5zaXRpb25zUmVxdWVzdBISCgpkZXBlbmRlbmN5GAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDEg0KBWxpbWl0GAMgASgFIk0KF0xpc3RUcmFuc2l0aW9uc1Jlc3BvbnNlEjIKC3RyYW5zaXRpb25zGAEgAygLMh0uYnVsd2Fyay52MS5CcmVha2VyVHJhbnNpdGlvbiIkCgxXYXRjaFJlcXVlc3QSFAoMZGVwZW5kZW5jaWVzGAEgAygJImUKDVdhdGNoUmVzcG9uc2USKAoIc25hcHNob3QYASABKAsyFC5idWx3YXJrLnYxLlNuYXBzaG90SAASIgoFZXZlbnQYAiABKAsyES5idWx3YXJrLnYxLkV2ZW50SABCBgoEa2luZCJdCghTbmFwc2hvdBIkCghwb2xpY2llcxgBIAMoCzISLmJ1bHdhcmsudjEuUG9saWN5EisKCGJyZWFrZXJzGAIgAygLMhkuYnVsd2Fyay52MS5CcmVha2VyU3RhdHVzKogBCg9BY3F1aXJlRGVjaXNpb24SIAocQUNRVUlSRV9ERUNJU0lPTl9VTlNQRUNJRklFRBAAEhoKFkFDUVVJUkVfREVDSVNJT05fQUxMT1cQARIbChdBQ1FVSVJFX0RFQ0lTSU9OX1JFSkVDVBACEhoKFkFDUVVJUkVfREVDSVNJT05fUFJPQkUQAzLRAwoOQnJlYWtlclNlcnZpY2USQgoHQWNxdWlyZRIaLmJ1bHdhcmsudjEuQWNxdWlyZVJlcXVlc3QaGy5idWx3YXJrLnYxLkFjcXVpcmVSZXNwb25zZRI/CgZSZXBvcnQSGS5idWx3YXJrLnYxLlJlcG9ydFJlcXVlc3QaGi5idWx3YXJrLnYxLlJlcG9ydFJlc3BvbnNlEksKCkdldEJyZWFrZXISHS5idWx3YXJrLnYxLkdldEJyZWFrZXJSZXF1ZXN0Gh4uYnVsd2Fyay52MS5HZXRCcmVha2VyUmVzcG9uc2USUQoMTGlzdEJyZWFrZXJzEh8uYnVsd2Fyay52MS5MaXN0QnJlYWtlcnNSZXF1ZXN0GiAuYnVsd2Fyay52MS5MaXN0QnJlYWtlcnNSZXNwb25zZRJaCg9MaXN0VHJhbnNpdGlvbnMSIi5idWx3YXJrLnYxLkxpc3RUcmFuc2l0aW9uc1JlcXVlc3QaIy5idWx3YXJrLnYxLkxpc3RUcmFuc2l0aW9uc1Jlc3BvbnNlEj4KBVdhdGNoEhguYnVsd2Fyay52MS5XYXRjaFJlcXVlc3QaGS5idWx3YXJrLnYxLldhdGNoUmVzcG9uc2UwAWIGcHJvdG8z", [file_bulwark_v1_breaker_types, file_bulwark_v1_event, file_bulwark_v1_policy]);
+  fileDesc("ChhidWx3YXJrL3YxL2JyZWFrZXIucHJvdG8SCmJ1bHdhcmsudjEibAoOQWNxdWlyZVJlcXVlc3QSEgoKZGVwZW5kZW5jeRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSEAoIdHJhY2VfaWQYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCSLSAQoPQWNxdWlyZVJlc3BvbnNlEi0KCGRlY2lzaW9uGAEgASgOMhsuYnVsd2Fyay52MS5BY3F1aXJlRGVjaXNpb24SJwoFc3RhdGUYAiABKA4yGC5idWx3YXJrLnYxLkJyZWFrZXJTdGF0ZRIYChByZXRyeV9hdF91bml4X21zGAMgASgDEhEKCXBlcm1pdF9pZBgEIAEoCRIhChlwZXJtaXRfZXhwaXJlc19hdF91bml4X21zGAUgASgDEhcKD3BvbGljeV9yZXZpc2lvbhgGIAEoAyI2Cg1SZXBvcnRSZXF1ZXN0EiUKCG91dGNvbWVzGAEgAygLMhMuYnVsd2Fyay52MS5PdXRjb21lIiEKDlJlcG9ydFJlc3BvbnNlEg8KB2NvdW50ZWQYASABKAUicwoTRm9yY2VCcmVha2VyUmVxdWVzdBISCgpkZXBlbmRlbmN5GAEgASgJEg8KB3NlcnZpY2UYAiABKAkSJwoGYWN0aW9uGAMgASgOMhcuYnVsd2Fyay52MS5Gb3JjZUFjdGlvbhIOCgZyZWFzb24YBCABKAkiQgoURm9yY2VCcmVha2VyUmVzcG9uc2USKgoHYnJlYWtlchgBIAEoCzIZLmJ1bHdhcmsudjEuQnJlYWtlclN0YXR1cyI4ChFHZXRCcmVha2VyUmVxdWVzdBISCgpkZXBlbmRlbmN5GAEgASgJEg8KB3NlcnZpY2UYAiABKAkiQAoSR2V0QnJlYWtlclJlc3BvbnNlEioKB2JyZWFrZXIYASABKAsyGS5idWx3YXJrLnYxLkJyZWFrZXJTdGF0dXMiFQoTTGlzdEJyZWFrZXJzUmVxdWVzdCJDChRMaXN0QnJlYWtlcnNSZXNwb25zZRIrCghicmVha2VycxgBIAMoCzIZLmJ1bHdhcmsudjEuQnJlYWtlclN0YXR1cyJTChZMaXN0VHJhbnNpdGlvbnNSZXF1ZXN0EhIKCmRlcGVuZGVuY3kYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMSDQoFbGltaXQYAyABKAUiTQoXTGlzdFRyYW5zaXRpb25zUmVzcG9uc2USMgoLdHJhbnNpdGlvbnMYASADKAsyHS5idWx3YXJrLnYxLkJyZWFrZXJUcmFuc2l0aW9uIiQKDFdhdGNoUmVxdWVzdBIUCgxkZXBlbmRlbmNpZXMYASADKAkiZQoNV2F0Y2hSZXNwb25zZRIoCghzbmFwc2hvdBgBIAEoCzIULmJ1bHdhcmsudjEuU25hcHNob3RIABIiCgVldmVudBgCIAEoCzIRLmJ1bHdhcmsudjEuRXZlbnRIAEIGCgRraW5kIl0KCFNuYXBzaG90EiQKCHBvbGljaWVzGAEgAygLMhIuYnVsd2Fyay52MS5Qb2xpY3kSKwoIYnJlYWtlcnMYAiADKAsyGS5idWx3YXJrLnYxLkJyZWFrZXJTdGF0dXMqiAEKD0FjcXVpcmVEZWNpc2lvbhIgChxBQ1FVSVJFX0RFQ0lTSU9OX1VOU1BFQ0lGSUVEEAASGgoWQUNRVUlSRV9ERUNJU0lPTl9BTExPVxABEhsKF0FDUVVJUkVfREVDSVNJT05fUkVKRUNUEAISGgoWQUNRVUlSRV9ERUNJU0lPTl9QUk9CRRADKpsBCgtGb3JjZUFjdGlvbhIcChhGT1JDRV9BQ1RJT05fVU5TUEVDSUZJRUQQABIcChhGT1JDRV9BQ1RJT05fRk9SQ0VEX09QRU4QARIZChVGT1JDRV9BQ1RJT05fRElTQUJMRUQQAhIdChlGT1JDRV9BQ1RJT05fTUVUUklDU19PTkxZEAMSFgoSRk9SQ0VfQUNUSU9OX1JFU0VUEAQypAQKDkJyZWFrZXJTZXJ2aWNlEkIKB0FjcXVpcmUSGi5idWx3YXJrLnYxLkFjcXVpcmVSZXF1ZXN0GhsuYnVsd2Fyay52MS5BY3F1aXJlUmVzcG9uc2USPwoGUmVwb3J0EhkuYnVsd2Fyay52MS5SZXBvcnRSZXF1ZXN0GhouYnVsd2Fyay52MS5SZXBvcnRSZXNwb25zZRJLCgpHZXRCcmVha2VyEh0uYnVsd2Fyay52MS5HZXRCcmVha2VyUmVxdWVzdBoeLmJ1bHdhcmsudjEuR2V0QnJlYWtlclJlc3BvbnNlElEKDExpc3RCcmVha2VycxIfLmJ1bHdhcmsudjEuTGlzdEJyZWFrZXJzUmVxdWVzdBogLmJ1bHdhcmsudjEuTGlzdEJyZWFrZXJzUmVzcG9uc2USWgoPTGlzdFRyYW5zaXRpb25zEiIuYnVsd2Fyay52MS5MaXN0VHJhbnNpdGlvbnNSZXF1ZXN0GiMuYnVsd2Fyay52MS5MaXN0VHJhbnNpdGlvbnNSZXNwb25zZRJRCgxGb3JjZUJyZWFrZXISHy5idWx3YXJrLnYxLkZvcmNlQnJlYWtlclJlcXVlc3QaIC5idWx3YXJrLnYxLkZvcmNlQnJlYWtlclJlc3BvbnNlEj4KBVdhdGNoEhguYnVsd2Fyay52MS5XYXRjaFJlcXVlc3QaGS5idWx3YXJrLnYxLldhdGNoUmVzcG9uc2UwAWIGcHJvdG8z", [file_bulwark_v1_breaker_types, file_bulwark_v1_event, file_bulwark_v1_policy]);
 
 /**
  * @generated from message bulwark.v1.AcquireRequest
@@ -148,6 +148,59 @@ export const ReportResponseSchema: GenMessage<ReportResponse> = /*@__PURE__*/
   messageDesc(file_bulwark_v1_breaker, 3);
 
 /**
+ * @generated from message bulwark.v1.ForceBreakerRequest
+ */
+export type ForceBreakerRequest = Message<"bulwark.v1.ForceBreakerRequest"> & {
+  /**
+   * @generated from field: string dependency = 1;
+   */
+  dependency: string;
+
+  /**
+   * Required for breakers scoped per calling service; must be empty otherwise.
+   *
+   * @generated from field: string service = 2;
+   */
+  service: string;
+
+  /**
+   * @generated from field: bulwark.v1.ForceAction action = 3;
+   */
+  action: ForceAction;
+
+  /**
+   * Required: why, 1..512 characters; recorded in the transition and the audit log.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message bulwark.v1.ForceBreakerRequest.
+ * Use `create(ForceBreakerRequestSchema)` to create a new message.
+ */
+export const ForceBreakerRequestSchema: GenMessage<ForceBreakerRequest> = /*@__PURE__*/
+  messageDesc(file_bulwark_v1_breaker, 4);
+
+/**
+ * @generated from message bulwark.v1.ForceBreakerResponse
+ */
+export type ForceBreakerResponse = Message<"bulwark.v1.ForceBreakerResponse"> & {
+  /**
+   * @generated from field: bulwark.v1.BreakerStatus breaker = 1;
+   */
+  breaker?: BreakerStatus | undefined;
+};
+
+/**
+ * Describes the message bulwark.v1.ForceBreakerResponse.
+ * Use `create(ForceBreakerResponseSchema)` to create a new message.
+ */
+export const ForceBreakerResponseSchema: GenMessage<ForceBreakerResponse> = /*@__PURE__*/
+  messageDesc(file_bulwark_v1_breaker, 5);
+
+/**
  * @generated from message bulwark.v1.GetBreakerRequest
  */
 export type GetBreakerRequest = Message<"bulwark.v1.GetBreakerRequest"> & {
@@ -169,7 +222,7 @@ export type GetBreakerRequest = Message<"bulwark.v1.GetBreakerRequest"> & {
  * Use `create(GetBreakerRequestSchema)` to create a new message.
  */
 export const GetBreakerRequestSchema: GenMessage<GetBreakerRequest> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_breaker, 4);
+  messageDesc(file_bulwark_v1_breaker, 6);
 
 /**
  * @generated from message bulwark.v1.GetBreakerResponse
@@ -186,7 +239,7 @@ export type GetBreakerResponse = Message<"bulwark.v1.GetBreakerResponse"> & {
  * Use `create(GetBreakerResponseSchema)` to create a new message.
  */
 export const GetBreakerResponseSchema: GenMessage<GetBreakerResponse> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_breaker, 5);
+  messageDesc(file_bulwark_v1_breaker, 7);
 
 /**
  * @generated from message bulwark.v1.ListBreakersRequest
@@ -199,7 +252,7 @@ export type ListBreakersRequest = Message<"bulwark.v1.ListBreakersRequest"> & {
  * Use `create(ListBreakersRequestSchema)` to create a new message.
  */
 export const ListBreakersRequestSchema: GenMessage<ListBreakersRequest> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_breaker, 6);
+  messageDesc(file_bulwark_v1_breaker, 8);
 
 /**
  * @generated from message bulwark.v1.ListBreakersResponse
@@ -216,7 +269,7 @@ export type ListBreakersResponse = Message<"bulwark.v1.ListBreakersResponse"> & 
  * Use `create(ListBreakersResponseSchema)` to create a new message.
  */
 export const ListBreakersResponseSchema: GenMessage<ListBreakersResponse> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_breaker, 7);
+  messageDesc(file_bulwark_v1_breaker, 9);
 
 /**
  * @generated from message bulwark.v1.ListTransitionsRequest
@@ -249,7 +302,7 @@ export type ListTransitionsRequest = Message<"bulwark.v1.ListTransitionsRequest"
  * Use `create(ListTransitionsRequestSchema)` to create a new message.
  */
 export const ListTransitionsRequestSchema: GenMessage<ListTransitionsRequest> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_breaker, 8);
+  messageDesc(file_bulwark_v1_breaker, 10);
 
 /**
  * @generated from message bulwark.v1.ListTransitionsResponse
@@ -266,7 +319,7 @@ export type ListTransitionsResponse = Message<"bulwark.v1.ListTransitionsRespons
  * Use `create(ListTransitionsResponseSchema)` to create a new message.
  */
 export const ListTransitionsResponseSchema: GenMessage<ListTransitionsResponse> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_breaker, 9);
+  messageDesc(file_bulwark_v1_breaker, 11);
 
 /**
  * @generated from message bulwark.v1.WatchRequest
@@ -285,7 +338,7 @@ export type WatchRequest = Message<"bulwark.v1.WatchRequest"> & {
  * Use `create(WatchRequestSchema)` to create a new message.
  */
 export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_breaker, 10);
+  messageDesc(file_bulwark_v1_breaker, 12);
 
 /**
  * @generated from message bulwark.v1.WatchResponse
@@ -316,7 +369,7 @@ export type WatchResponse = Message<"bulwark.v1.WatchResponse"> & {
  * Use `create(WatchResponseSchema)` to create a new message.
  */
 export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_breaker, 11);
+  messageDesc(file_bulwark_v1_breaker, 13);
 
 /**
  * Snapshot is the current state of every policy and breaker.
@@ -340,7 +393,7 @@ export type Snapshot = Message<"bulwark.v1.Snapshot"> & {
  * Use `create(SnapshotSchema)` to create a new message.
  */
 export const SnapshotSchema: GenMessage<Snapshot> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_breaker, 12);
+  messageDesc(file_bulwark_v1_breaker, 14);
 
 /**
  * AcquireDecision answers Acquire.
@@ -376,6 +429,46 @@ export enum AcquireDecision {
  */
 export const AcquireDecisionSchema: GenEnum<AcquireDecision> = /*@__PURE__*/
   enumDesc(file_bulwark_v1_breaker, 0);
+
+/**
+ * ForceAction is what ForceBreaker does.
+ *
+ * @generated from enum bulwark.v1.ForceAction
+ */
+export enum ForceAction {
+  /**
+   * @generated from enum value: FORCE_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: FORCE_ACTION_FORCED_OPEN = 1;
+   */
+  FORCED_OPEN = 1,
+
+  /**
+   * @generated from enum value: FORCE_ACTION_DISABLED = 2;
+   */
+  DISABLED = 2,
+
+  /**
+   * @generated from enum value: FORCE_ACTION_METRICS_ONLY = 3;
+   */
+  METRICS_ONLY = 3,
+
+  /**
+   * Back to CLOSED with an empty window and the open wait reset.
+   *
+   * @generated from enum value: FORCE_ACTION_RESET = 4;
+   */
+  RESET = 4,
+}
+
+/**
+ * Describes the enum bulwark.v1.ForceAction.
+ */
+export const ForceActionSchema: GenEnum<ForceAction> = /*@__PURE__*/
+  enumDesc(file_bulwark_v1_breaker, 1);
 
 /**
  * BreakerService decides, from what the whole fleet reports, whether a dependency may be called.
@@ -433,6 +526,18 @@ export const BreakerService: GenService<{
     methodKind: "unary";
     input: typeof ListTransitionsRequestSchema;
     output: typeof ListTransitionsResponseSchema;
+  },
+  /**
+   * ForceBreaker puts a breaker into an operator-chosen state (admin only): FORCED_OPEN,
+   * DISABLED or METRICS_ONLY hold until another ForceBreaker; RESET returns it to CLOSED with an
+   * empty window. Durable and audited with the caller before it returns; survives a restart.
+   *
+   * @generated from rpc bulwark.v1.BreakerService.ForceBreaker
+   */
+  forceBreaker: {
+    methodKind: "unary";
+    input: typeof ForceBreakerRequestSchema;
+    output: typeof ForceBreakerResponseSchema;
   },
   /**
    * Watch first sends a snapshot of every policy and breaker, then every event as it happens.

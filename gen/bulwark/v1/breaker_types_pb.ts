@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bulwark/v1/breaker_types.proto.
  */
 export const file_bulwark_v1_breaker_types: GenFile = /*@__PURE__*/
-  fileDesc("Ch5idWx3YXJrL3YxL2JyZWFrZXJfdHlwZXMucHJvdG8SCmJ1bHdhcmsudjEibAoNV2luZG93RmlndXJlcxINCgVjYWxscxgBIAEoBRIQCghmYWlsdXJlcxgCIAEoBRIcChRmYWlsdXJlX3JhdGVfcGVyY2VudBgDIAEoARIcChRjb25zZWN1dGl2ZV9mYWlsdXJlcxgEIAEoBSKfAgoNQnJlYWtlclN0YXR1cxISCgpkZXBlbmRlbmN5GAEgASgJEg8KB3NlcnZpY2UYAiABKAkSJwoFc3RhdGUYAyABKA4yGC5idWx3YXJrLnYxLkJyZWFrZXJTdGF0ZRIaChJvcGVuX3VudGlsX3VuaXhfbXMYBCABKAMSGQoRY29uc2VjdXRpdmVfb3BlbnMYBSABKAUSKQoGd2luZG93GAYgASgLMhkuYnVsd2Fyay52MS5XaW5kb3dGaWd1cmVzEhcKD3BvbGljeV9yZXZpc2lvbhgHIAEoAxIaChJjaGFuZ2VkX2F0X3VuaXhfbXMYCCABKAMSDgoGcmVhc29uGAkgASgJEhkKEXBlcm1pdHNfaW5fZmxpZ2h0GAogASgFIpwCChFCcmVha2VyVHJhbnNpdGlvbhIQCghzZXF1ZW5jZRgBIAEoAxISCgpkZXBlbmRlbmN5GAIgASgJEg8KB3NlcnZpY2UYAyABKAkSJgoEZnJvbRgEIAEoDjIYLmJ1bHdhcmsudjEuQnJlYWtlclN0YXRlEiQKAnRvGAUgASgOMhguYnVsd2Fyay52MS5CcmVha2VyU3RhdGUSEgoKYXRfdW5peF9tcxgGIAEoAxIOCgZyZWFzb24YByABKAkSKQoGd2luZG93GAggASgLMhkuYnVsd2Fyay52MS5XaW5kb3dGaWd1cmVzEhcKD3BvbGljeV9yZXZpc2lvbhgJIAEoAxIaChJvcGVuX3VudGlsX3VuaXhfbXMYCiABKAMijgIKB091dGNvbWUSEgoKZGVwZW5kZW5jeRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSEQoJcGVybWl0X2lkGAQgASgJEikKBnJlc3VsdBgFIAEoDjIZLmJ1bHdhcmsudjEuT3V0Y29tZVJlc3VsdBISCgplcnJvcl90eXBlGAYgASgJEhMKC3N0YXR1c19jb2RlGAcgASgFEhIKCmxhdGVuY3lfbXMYCCABKAUSFgoOcmV0cnlfYWZ0ZXJfbXMYCSABKAUSEAoIdHJhY2VfaWQYCiABKAkSEgoKcmVxdWVzdF9pZBgLIAEoCRIUCgxjYXVzYXRpb25faWQYDCABKAkqfAoMQnJlYWtlclN0YXRlEh0KGUJSRUFLRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCUkVBS0VSX1NUQVRFX0NMT1NFRBABEhYKEkJSRUFLRVJfU1RBVEVfT1BFThACEhsKF0JSRUFLRVJfU1RBVEVfSEFMRl9PUEVOEAMq2gEKDU91dGNvbWVSZXN1bHQSHgoaT1VUQ09NRV9SRVNVTFRfVU5TUEVDSUZJRUQQABIaChZPVVRDT01FX1JFU1VMVF9TVUNDRVNTEAESGgoWT1VUQ09NRV9SRVNVTFRfRkFJTFVSRRACEhoKFk9VVENPTUVfUkVTVUxUX1RJTUVPVVQQAxIbChdPVVRDT01FX1JFU1VMVF9SRUpFQ1RFRBAEEhwKGE9VVENPTUVfUkVTVUxUX0NBTkNFTExFRBAFEhoKFk9VVENPTUVfUkVTVUxUX0lHTk9SRUQQBmIGcHJvdG8z");
+  fileDesc("Ch5idWx3YXJrL3YxL2JyZWFrZXJfdHlwZXMucHJvdG8SCmJ1bHdhcmsudjEioAEKDVdpbmRvd0ZpZ3VyZXMSDQoFY2FsbHMYASABKAUSEAoIZmFpbHVyZXMYAiABKAUSHAoUZmFpbHVyZV9yYXRlX3BlcmNlbnQYAyABKAESHAoUY29uc2VjdXRpdmVfZmFpbHVyZXMYBCABKAUSEgoKc2xvd19jYWxscxgFIAEoBRIeChZzbG93X2NhbGxfcmF0ZV9wZXJjZW50GAYgASgBIrICCg1CcmVha2VyU3RhdHVzEhIKCmRlcGVuZGVuY3kYASABKAkSDwoHc2VydmljZRgCIAEoCRInCgVzdGF0ZRgDIAEoDjIYLmJ1bHdhcmsudjEuQnJlYWtlclN0YXRlEhoKEm9wZW5fdW50aWxfdW5peF9tcxgEIAEoAxIZChFjb25zZWN1dGl2ZV9vcGVucxgFIAEoBRIpCgZ3aW5kb3cYBiABKAsyGS5idWx3YXJrLnYxLldpbmRvd0ZpZ3VyZXMSFwoPcG9saWN5X3JldmlzaW9uGAcgASgDEhoKEmNoYW5nZWRfYXRfdW5peF9tcxgIIAEoAxIOCgZyZWFzb24YCSABKAkSGQoRcGVybWl0c19pbl9mbGlnaHQYCiABKAUSEQoJZm9yY2VkX2J5GAsgASgJIqsCChFCcmVha2VyVHJhbnNpdGlvbhIQCghzZXF1ZW5jZRgBIAEoAxISCgpkZXBlbmRlbmN5GAIgASgJEg8KB3NlcnZpY2UYAyABKAkSJgoEZnJvbRgEIAEoDjIYLmJ1bHdhcmsudjEuQnJlYWtlclN0YXRlEiQKAnRvGAUgASgOMhguYnVsd2Fyay52MS5CcmVha2VyU3RhdGUSEgoKYXRfdW5peF9tcxgGIAEoAxIOCgZyZWFzb24YByABKAkSKQoGd2luZG93GAggASgLMhkuYnVsd2Fyay52MS5XaW5kb3dGaWd1cmVzEhcKD3BvbGljeV9yZXZpc2lvbhgJIAEoAxIaChJvcGVuX3VudGlsX3VuaXhfbXMYCiABKAMSDQoFYWN0b3IYCyABKAkijgIKB091dGNvbWUSEgoKZGVwZW5kZW5jeRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSEQoJcGVybWl0X2lkGAQgASgJEikKBnJlc3VsdBgFIAEoDjIZLmJ1bHdhcmsudjEuT3V0Y29tZVJlc3VsdBISCgplcnJvcl90eXBlGAYgASgJEhMKC3N0YXR1c19jb2RlGAcgASgFEhIKCmxhdGVuY3lfbXMYCCABKAUSFgoOcmV0cnlfYWZ0ZXJfbXMYCSABKAUSEAoIdHJhY2VfaWQYCiABKAkSEgoKcmVxdWVzdF9pZBgLIAEoCRIUCgxjYXVzYXRpb25faWQYDCABKAkq1wEKDEJyZWFrZXJTdGF0ZRIdChlCUkVBS0VSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlJFQUtFUl9TVEFURV9DTE9TRUQQARIWChJCUkVBS0VSX1NUQVRFX09QRU4QAhIbChdCUkVBS0VSX1NUQVRFX0hBTEZfT1BFThADEh0KGUJSRUFLRVJfU1RBVEVfRk9SQ0VEX09QRU4QBBIaChZCUkVBS0VSX1NUQVRFX0RJU0FCTEVEEAUSHgoaQlJFQUtFUl9TVEFURV9NRVRSSUNTX09OTFkQBiraAQoNT3V0Y29tZVJlc3VsdBIeChpPVVRDT01FX1JFU1VMVF9VTlNQRUNJRklFRBAAEhoKFk9VVENPTUVfUkVTVUxUX1NVQ0NFU1MQARIaChZPVVRDT01FX1JFU1VMVF9GQUlMVVJFEAISGgoWT1VUQ09NRV9SRVNVTFRfVElNRU9VVBADEhsKF09VVENPTUVfUkVTVUxUX1JFSkVDVEVEEAQSHAoYT1VUQ09NRV9SRVNVTFRfQ0FOQ0VMTEVEEAUSGgoWT1VUQ09NRV9SRVNVTFRfSUdOT1JFRBAGYgZwcm90bzM");
 
 /**
  * WindowFigures are the sliding-window numbers a decision was taken on.
@@ -45,6 +45,20 @@ export type WindowFigures = Message<"bulwark.v1.WindowFigures"> & {
    * @generated from field: int32 consecutive_failures = 4;
    */
   consecutiveFailures: number;
+
+  /**
+   * Counted outcomes slower than the policy's slow_call_ms (successes and failures alike).
+   *
+   * @generated from field: int32 slow_calls = 5;
+   */
+  slowCalls: number;
+
+  /**
+   * slow_calls / calls in percent; 0 when the window is empty or slow calls are not measured.
+   *
+   * @generated from field: double slow_call_rate_percent = 6;
+   */
+  slowCallRatePercent: number;
 };
 
 /**
@@ -123,6 +137,13 @@ export type BreakerStatus = Message<"bulwark.v1.BreakerStatus"> & {
    * @generated from field: int32 permits_in_flight = 10;
    */
   permitsInFlight: number;
+
+  /**
+   * The principal that forced the current state; empty unless the state was set by ForceBreaker.
+   *
+   * @generated from field: string forced_by = 11;
+   */
+  forcedBy: string;
 };
 
 /**
@@ -191,6 +212,14 @@ export type BreakerTransition = Message<"bulwark.v1.BreakerTransition"> & {
    * @generated from field: int64 open_until_unix_ms = 10;
    */
   openUntilUnixMs: bigint;
+
+  /**
+   * The principal that caused the transition: the operator for ForceBreaker, "bulwark" for the
+   * server's own decisions.
+   *
+   * @generated from field: string actor = 11;
+   */
+  actor: string;
 };
 
 /**
@@ -320,6 +349,29 @@ export enum BreakerState {
    * @generated from enum value: BREAKER_STATE_HALF_OPEN = 3;
    */
   HALF_OPEN = 3,
+
+  /**
+   * Set by an operator (ForceBreaker): every attempt is rejected until the breaker is reset.
+   *
+   * @generated from enum value: BREAKER_STATE_FORCED_OPEN = 4;
+   */
+  FORCED_OPEN = 4,
+
+  /**
+   * Set by an operator: every attempt is allowed and no trigger evaluates outcomes (forced
+   * closed).
+   *
+   * @generated from enum value: BREAKER_STATE_DISABLED = 5;
+   */
+  DISABLED = 5,
+
+  /**
+   * Set by an operator: every attempt is allowed; outcomes fill the window and a trigger that
+   * would open the breaker is recorded in its reason, but the breaker does not open.
+   *
+   * @generated from enum value: BREAKER_STATE_METRICS_ONLY = 6;
+   */
+  METRICS_ONLY = 6,
 }
 
 /**

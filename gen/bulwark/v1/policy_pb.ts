@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bulwark/v1/policy.proto.
  */
 export const file_bulwark_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("ChdidWx3YXJrL3YxL3BvbGljeS5wcm90bxIKYnVsd2Fyay52MSKSAgoGUG9saWN5EhIKCmRlcGVuZGVuY3kYASABKAkSEAoIcmV2aXNpb24YAiABKAMSHAoDc2xhGAMgASgLMg8uYnVsd2Fyay52MS5TbGESEgoKdGltZW91dF9tcxgEIAEoBRIYCgtkZWFkbGluZV9tcxgFIAEoBUgAiAEBEigKBXJldHJ5GAYgASgLMhkuYnVsd2Fyay52MS5SZXRyeVNldHRpbmdzEiwKB2JyZWFrZXIYByABKAsyGy5idWx3YXJrLnYxLkJyZWFrZXJTZXR0aW5ncxIaChJ1cGRhdGVkX2F0X3VuaXhfbXMYCCABKAMSEgoKdXBkYXRlZF9ieRgJIAEoCUIOCgxfZGVhZGxpbmVfbXMiSAoDU2xhEhwKFGxhdGVuY3lfb2JqZWN0aXZlX21zGAEgASgFEiMKG2F2YWlsYWJpbGl0eV90YXJnZXRfcGVyY2VudBgCIAEoASK3AgoNUmV0cnlTZXR0aW5ncxIZCgxtYXhfYXR0ZW1wdHMYASABKAVIAIgBARIfChJpbml0aWFsX2JhY2tvZmZfbXMYAiABKAVIAYgBARIbCg5tYXhfYmFja29mZl9tcxgDIAEoBUgCiAEBEh8KEmJhY2tvZmZfbXVsdGlwbGllchgEIAEoAUgDiAEBEiIKBmppdHRlchgFIAEoDjISLmJ1bHdhcmsudjEuSml0dGVyEh8KEm1heF9yZXRyeV9hZnRlcl9tcxgGIAEoBUgEiAEBQg8KDV9tYXhfYXR0ZW1wdHNCFQoTX2luaXRpYWxfYmFja29mZl9tc0IRCg9fbWF4X2JhY2tvZmZfbXNCFQoTX2JhY2tvZmZfbXVsdGlwbGllckIVChNfbWF4X3JldHJ5X2FmdGVyX21zIvADCg9CcmVha2VyU2V0dGluZ3MSGAoLd2luZG93X3NpemUYASABKAVIAIgBARIaCg1taW5pbXVtX2NhbGxzGAIgASgFSAGIAQESKwoeZmFpbHVyZV9yYXRlX3RocmVzaG9sZF9wZXJjZW50GAMgASgBSAKIAQESIQoUY29uc2VjdXRpdmVfZmFpbHVyZXMYBCABKAVIA4gBARIZCgxvcGVuX3dhaXRfbXMYBSABKAVIBIgBARIhChRvcGVuX3dhaXRfbXVsdGlwbGllchgGIAEoAUgFiAEBEh0KEG1heF9vcGVuX3dhaXRfbXMYByABKAVIBogBARIeChFoYWxmX29wZW5fcGVybWl0cxgIIAEoBUgHiAEBEicKBXNjb3BlGAkgASgOMhguYnVsd2Fyay52MS5CcmVha2VyU2NvcGVCDgoMX3dpbmRvd19zaXplQhAKDl9taW5pbXVtX2NhbGxzQiEKH19mYWlsdXJlX3JhdGVfdGhyZXNob2xkX3BlcmNlbnRCFwoVX2NvbnNlY3V0aXZlX2ZhaWx1cmVzQg8KDV9vcGVuX3dhaXRfbXNCFwoVX29wZW5fd2FpdF9tdWx0aXBsaWVyQhMKEV9tYXhfb3Blbl93YWl0X21zQhQKEl9oYWxmX29wZW5fcGVybWl0cyJsChBQdXRQb2xpY3lSZXF1ZXN0EiIKBnBvbGljeRgBIAEoCzISLmJ1bHdhcmsudjEuUG9saWN5Eh4KEWV4cGVjdGVkX3JldmlzaW9uGAIgASgDSACIAQFCFAoSX2V4cGVjdGVkX3JldmlzaW9uIjcKEVB1dFBvbGljeVJlc3BvbnNlEiIKBnBvbGljeRgBIAEoCzISLmJ1bHdhcmsudjEuUG9saWN5IiYKEEdldFBvbGljeVJlcXVlc3QSEgoKZGVwZW5kZW5jeRgBIAEoCSI3ChFHZXRQb2xpY3lSZXNwb25zZRIiCgZwb2xpY3kYASABKAsyEi5idWx3YXJrLnYxLlBvbGljeSIVChNMaXN0UG9saWNpZXNSZXF1ZXN0IjwKFExpc3RQb2xpY2llc1Jlc3BvbnNlEiQKCHBvbGljaWVzGAEgAygLMhIuYnVsd2Fyay52MS5Qb2xpY3kiXwoTRGVsZXRlUG9saWN5UmVxdWVzdBISCgpkZXBlbmRlbmN5GAEgASgJEh4KEWV4cGVjdGVkX3JldmlzaW9uGAIgASgDSACIAQFCFAoSX2V4cGVjdGVkX3JldmlzaW9uIigKFERlbGV0ZVBvbGljeVJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDKlsKBkppdHRlchIWChJKSVRURVJfVU5TUEVDSUZJRUQQABIPCgtKSVRURVJfRlVMTBABEhcKE0pJVFRFUl9ERUNPUlJFTEFURUQQAhIPCgtKSVRURVJfTk9ORRADKmYKDEJyZWFrZXJTY29wZRIdChlCUkVBS0VSX1NDT1BFX1VOU1BFQ0lGSUVEEAASHAoYQlJFQUtFUl9TQ09QRV9ERVBFTkRFTkNZEAESGQoVQlJFQUtFUl9TQ09QRV9TRVJWSUNFEAIyyQIKDVBvbGljeVNlcnZpY2USSAoJUHV0UG9saWN5EhwuYnVsd2Fyay52MS5QdXRQb2xpY3lSZXF1ZXN0Gh0uYnVsd2Fyay52MS5QdXRQb2xpY3lSZXNwb25zZRJICglHZXRQb2xpY3kSHC5idWx3YXJrLnYxLkdldFBvbGljeVJlcXVlc3QaHS5idWx3YXJrLnYxLkdldFBvbGljeVJlc3BvbnNlElEKDExpc3RQb2xpY2llcxIfLmJ1bHdhcmsudjEuTGlzdFBvbGljaWVzUmVxdWVzdBogLmJ1bHdhcmsudjEuTGlzdFBvbGljaWVzUmVzcG9uc2USUQoMRGVsZXRlUG9saWN5Eh8uYnVsd2Fyay52MS5EZWxldGVQb2xpY3lSZXF1ZXN0GiAuYnVsd2Fyay52MS5EZWxldGVQb2xpY3lSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChdidWx3YXJrL3YxL3BvbGljeS5wcm90bxIKYnVsd2Fyay52MSK8AgoGUG9saWN5EhIKCmRlcGVuZGVuY3kYASABKAkSEAoIcmV2aXNpb24YAiABKAMSHAoDc2xhGAMgASgLMg8uYnVsd2Fyay52MS5TbGESEgoKdGltZW91dF9tcxgEIAEoBRIYCgtkZWFkbGluZV9tcxgFIAEoBUgAiAEBEigKBXJldHJ5GAYgASgLMhkuYnVsd2Fyay52MS5SZXRyeVNldHRpbmdzEiwKB2JyZWFrZXIYByABKAsyGy5idWx3YXJrLnYxLkJyZWFrZXJTZXR0aW5ncxIoCgVxdWV1ZRgKIAEoCzIZLmJ1bHdhcmsudjEuUXVldWVTZXR0aW5ncxIaChJ1cGRhdGVkX2F0X3VuaXhfbXMYCCABKAMSEgoKdXBkYXRlZF9ieRgJIAEoCUIOCgxfZGVhZGxpbmVfbXMiSAoDU2xhEhwKFGxhdGVuY3lfb2JqZWN0aXZlX21zGAEgASgFEiMKG2F2YWlsYWJpbGl0eV90YXJnZXRfcGVyY2VudBgCIAEoASK3AgoNUmV0cnlTZXR0aW5ncxIZCgxtYXhfYXR0ZW1wdHMYASABKAVIAIgBARIfChJpbml0aWFsX2JhY2tvZmZfbXMYAiABKAVIAYgBARIbCg5tYXhfYmFja29mZl9tcxgDIAEoBUgCiAEBEh8KEmJhY2tvZmZfbXVsdGlwbGllchgEIAEoAUgDiAEBEiIKBmppdHRlchgFIAEoDjISLmJ1bHdhcmsudjEuSml0dGVyEh8KEm1heF9yZXRyeV9hZnRlcl9tcxgGIAEoBUgEiAEBQg8KDV9tYXhfYXR0ZW1wdHNCFQoTX2luaXRpYWxfYmFja29mZl9tc0IRCg9fbWF4X2JhY2tvZmZfbXNCFQoTX2JhY2tvZmZfbXVsdGlwbGllckIVChNfbWF4X3JldHJ5X2FmdGVyX21zIp4GCg9CcmVha2VyU2V0dGluZ3MSGAoLd2luZG93X3NpemUYASABKAVIAIgBARIaCg1taW5pbXVtX2NhbGxzGAIgASgFSAGIAQESKwoeZmFpbHVyZV9yYXRlX3RocmVzaG9sZF9wZXJjZW50GAMgASgBSAKIAQESIQoUY29uc2VjdXRpdmVfZmFpbHVyZXMYBCABKAVIA4gBARIZCgxvcGVuX3dhaXRfbXMYBSABKAVIBIgBARIhChRvcGVuX3dhaXRfbXVsdGlwbGllchgGIAEoAUgFiAEBEh0KEG1heF9vcGVuX3dhaXRfbXMYByABKAVIBogBARIeChFoYWxmX29wZW5fcGVybWl0cxgIIAEoBUgHiAEBEicKBXNjb3BlGAkgASgOMhguYnVsd2Fyay52MS5CcmVha2VyU2NvcGUSMgoLd2luZG93X2tpbmQYCiABKA4yHS5idWx3YXJrLnYxLlNsaWRpbmdXaW5kb3dLaW5kEh8KEndpbmRvd19kdXJhdGlvbl9tcxgLIAEoBUgIiAEBEhkKDHNsb3dfY2FsbF9tcxgMIAEoBUgJiAEBEi0KIHNsb3dfY2FsbF9yYXRlX3RocmVzaG9sZF9wZXJjZW50GA0gASgBSAqIAQESJAoXbWF4X3JldHJ5X2FmdGVyX29wZW5fbXMYDiABKAVIC4gBAUIOCgxfd2luZG93X3NpemVCEAoOX21pbmltdW1fY2FsbHNCIQofX2ZhaWx1cmVfcmF0ZV90aHJlc2hvbGRfcGVyY2VudEIXChVfY29uc2VjdXRpdmVfZmFpbHVyZXNCDwoNX29wZW5fd2FpdF9tc0IXChVfb3Blbl93YWl0X211bHRpcGxpZXJCEwoRX21heF9vcGVuX3dhaXRfbXNCFAoSX2hhbGZfb3Blbl9wZXJtaXRzQhUKE193aW5kb3dfZHVyYXRpb25fbXNCDwoNX3Nsb3dfY2FsbF9tc0IjCiFfc2xvd19jYWxsX3JhdGVfdGhyZXNob2xkX3BlcmNlbnRCGgoYX21heF9yZXRyeV9hZnRlcl9vcGVuX21zIu8CCg1RdWV1ZVNldHRpbmdzEhsKDm1heF9kZWxpdmVyaWVzGAEgASgFSACIAQESJgoZd29ya2VyX2luaXRpYWxfYmFja29mZl9tcxgCIAEoBUgBiAEBEiIKFXdvcmtlcl9tYXhfYmFja29mZl9tcxgDIAEoBUgCiAEBEhcKCm1heF9hZ2VfbXMYBCABKANIA4gBARIVCghtYXhfam9icxgFIAEoBUgEiAEBEh4KEW1heF9wYXlsb2FkX2J5dGVzGAYgASgFSAWIAQESGAoLYWNrX3dhaXRfbXMYByABKAVIBogBAUIRCg9fbWF4X2RlbGl2ZXJpZXNCHAoaX3dvcmtlcl9pbml0aWFsX2JhY2tvZmZfbXNCGAoWX3dvcmtlcl9tYXhfYmFja29mZl9tc0INCgtfbWF4X2FnZV9tc0ILCglfbWF4X2pvYnNCFAoSX21heF9wYXlsb2FkX2J5dGVzQg4KDF9hY2tfd2FpdF9tcyJsChBQdXRQb2xpY3lSZXF1ZXN0EiIKBnBvbGljeRgBIAEoCzISLmJ1bHdhcmsudjEuUG9saWN5Eh4KEWV4cGVjdGVkX3JldmlzaW9uGAIgASgDSACIAQFCFAoSX2V4cGVjdGVkX3JldmlzaW9uIjcKEVB1dFBvbGljeVJlc3BvbnNlEiIKBnBvbGljeRgBIAEoCzISLmJ1bHdhcmsudjEuUG9saWN5IiYKEEdldFBvbGljeVJlcXVlc3QSEgoKZGVwZW5kZW5jeRgBIAEoCSI3ChFHZXRQb2xpY3lSZXNwb25zZRIiCgZwb2xpY3kYASABKAsyEi5idWx3YXJrLnYxLlBvbGljeSIVChNMaXN0UG9saWNpZXNSZXF1ZXN0IjwKFExpc3RQb2xpY2llc1Jlc3BvbnNlEiQKCHBvbGljaWVzGAEgAygLMhIuYnVsd2Fyay52MS5Qb2xpY3kiXwoTRGVsZXRlUG9saWN5UmVxdWVzdBISCgpkZXBlbmRlbmN5GAEgASgJEh4KEWV4cGVjdGVkX3JldmlzaW9uGAIgASgDSACIAQFCFAoSX2V4cGVjdGVkX3JldmlzaW9uIigKFERlbGV0ZVBvbGljeVJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDKlsKBkppdHRlchIWChJKSVRURVJfVU5TUEVDSUZJRUQQABIPCgtKSVRURVJfRlVMTBABEhcKE0pJVFRFUl9ERUNPUlJFTEFURUQQAhIPCgtKSVRURVJfTk9ORRADKmYKDEJyZWFrZXJTY29wZRIdChlCUkVBS0VSX1NDT1BFX1VOU1BFQ0lGSUVEEAASHAoYQlJFQUtFUl9TQ09QRV9ERVBFTkRFTkNZEAESGQoVQlJFQUtFUl9TQ09QRV9TRVJWSUNFEAIqdQoRU2xpZGluZ1dpbmRvd0tpbmQSIwofU0xJRElOR19XSU5ET1dfS0lORF9VTlNQRUNJRklFRBAAEh0KGVNMSURJTkdfV0lORE9XX0tJTkRfQ09VTlQQARIcChhTTElESU5HX1dJTkRPV19LSU5EX1RJTUUQAjLJAgoNUG9saWN5U2VydmljZRJICglQdXRQb2xpY3kSHC5idWx3YXJrLnYxLlB1dFBvbGljeVJlcXVlc3QaHS5idWx3YXJrLnYxLlB1dFBvbGljeVJlc3BvbnNlEkgKCUdldFBvbGljeRIcLmJ1bHdhcmsudjEuR2V0UG9saWN5UmVxdWVzdBodLmJ1bHdhcmsudjEuR2V0UG9saWN5UmVzcG9uc2USUQoMTGlzdFBvbGljaWVzEh8uYnVsd2Fyay52MS5MaXN0UG9saWNpZXNSZXF1ZXN0GiAuYnVsd2Fyay52MS5MaXN0UG9saWNpZXNSZXNwb25zZRJRCgxEZWxldGVQb2xpY3kSHy5idWx3YXJrLnYxLkRlbGV0ZVBvbGljeVJlcXVlc3QaIC5idWx3YXJrLnYxLkRlbGV0ZVBvbGljeVJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * Policy is the contract Bulwark keeps for one external dependency: the SLA accepted for it and
@@ -68,6 +68,13 @@ export type Policy = Message<"bulwark.v1.Policy"> & {
    * @generated from field: bulwark.v1.BreakerSettings breaker = 7;
    */
   breaker?: BreakerSettings | undefined;
+
+  /**
+   * How deferrable work for this dependency is queued and retried by workers.
+   *
+   * @generated from field: bulwark.v1.QueueSettings queue = 10;
+   */
+  queue?: QueueSettings | undefined;
 
   /**
    * Output only: when the stored revision was written (Unix milliseconds).
@@ -245,6 +252,45 @@ export type BreakerSettings = Message<"bulwark.v1.BreakerSettings"> & {
    * @generated from field: bulwark.v1.BreakerScope scope = 9;
    */
   scope: BreakerScope;
+
+  /**
+   * Default SLIDING_WINDOW_KIND_COUNT.
+   *
+   * @generated from field: bulwark.v1.SlidingWindowKind window_kind = 10;
+   */
+  windowKind: SlidingWindowKind;
+
+  /**
+   * Length of the time-based window in milliseconds, a whole number of seconds in
+   * 1000..3600000. Used when window_kind is SLIDING_WINDOW_KIND_TIME. Default 60000.
+   *
+   * @generated from field: optional int32 window_duration_ms = 11;
+   */
+  windowDurationMs?: number | undefined;
+
+  /**
+   * A counted call that took longer than this many milliseconds is slow, 0..timeout_ms; 0 turns
+   * the slow-call trigger off. Default 0.
+   *
+   * @generated from field: optional int32 slow_call_ms = 12;
+   */
+  slowCallMs?: number | undefined;
+
+  /**
+   * Slow-call rate in percent that opens the breaker, in (0, 100]. Default 100.
+   *
+   * @generated from field: optional double slow_call_rate_threshold_percent = 13;
+   */
+  slowCallRateThresholdPercent?: number | undefined;
+
+  /**
+   * A failure carrying Retry-After (429 or 503) opens the breaker for the whole fleet until that
+   * time, capped at this many milliseconds, 0..3600000; 0 turns the back-off signal off.
+   * Default 60000.
+   *
+   * @generated from field: optional int32 max_retry_after_open_ms = 14;
+   */
+  maxRetryAfterOpenMs?: number | undefined;
 };
 
 /**
@@ -253,6 +299,73 @@ export type BreakerSettings = Message<"bulwark.v1.BreakerSettings"> & {
  */
 export const BreakerSettingsSchema: GenMessage<BreakerSettings> = /*@__PURE__*/
   messageDesc(file_bulwark_v1_policy, 3);
+
+/**
+ * QueueSettings decide how deferrable work waits in the dependency's JetStream work queue
+ * (bulwark.jobs.<dependency>), how workers retry it, and when it moves to the dead-letter stream
+ * (bulwark.dlq.<dependency>).
+ *
+ * @generated from message bulwark.v1.QueueSettings
+ */
+export type QueueSettings = Message<"bulwark.v1.QueueSettings"> & {
+  /**
+   * Deliveries of one job before it is dead-lettered, 1..100. Default 5.
+   *
+   * @generated from field: optional int32 max_deliveries = 1;
+   */
+  maxDeliveries?: number | undefined;
+
+  /**
+   * First redelivery delay after a transient failure in milliseconds, 0..3600000. Default 1000.
+   *
+   * @generated from field: optional int32 worker_initial_backoff_ms = 2;
+   */
+  workerInitialBackoffMs?: number | undefined;
+
+  /**
+   * Cap of the redelivery delay, worker_initial_backoff_ms..3600000. Default 60000.
+   *
+   * @generated from field: optional int32 worker_max_backoff_ms = 3;
+   */
+  workerMaxBackoffMs?: number | undefined;
+
+  /**
+   * Longest a job may wait in the queue in milliseconds, 1000..2592000000 (30 days). Default
+   * 604800000 (7 days).
+   *
+   * @generated from field: optional int64 max_age_ms = 4;
+   */
+  maxAgeMs?: bigint | undefined;
+
+  /**
+   * Jobs the queue holds at most, 1..10000000; further enqueues are refused. Default 100000.
+   *
+   * @generated from field: optional int32 max_jobs = 5;
+   */
+  maxJobs?: number | undefined;
+
+  /**
+   * Largest job payload in bytes, 1..1048576. Default 65536.
+   *
+   * @generated from field: optional int32 max_payload_bytes = 6;
+   */
+  maxPayloadBytes?: number | undefined;
+
+  /**
+   * Time a worker may hold a job before JetStream redelivers it, in milliseconds,
+   * 1000..3600000. Default 30000.
+   *
+   * @generated from field: optional int32 ack_wait_ms = 7;
+   */
+  ackWaitMs?: number | undefined;
+};
+
+/**
+ * Describes the message bulwark.v1.QueueSettings.
+ * Use `create(QueueSettingsSchema)` to create a new message.
+ */
+export const QueueSettingsSchema: GenMessage<QueueSettings> = /*@__PURE__*/
+  messageDesc(file_bulwark_v1_policy, 4);
 
 /**
  * @generated from message bulwark.v1.PutPolicyRequest
@@ -276,7 +389,7 @@ export type PutPolicyRequest = Message<"bulwark.v1.PutPolicyRequest"> & {
  * Use `create(PutPolicyRequestSchema)` to create a new message.
  */
 export const PutPolicyRequestSchema: GenMessage<PutPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_policy, 4);
+  messageDesc(file_bulwark_v1_policy, 5);
 
 /**
  * @generated from message bulwark.v1.PutPolicyResponse
@@ -295,7 +408,7 @@ export type PutPolicyResponse = Message<"bulwark.v1.PutPolicyResponse"> & {
  * Use `create(PutPolicyResponseSchema)` to create a new message.
  */
 export const PutPolicyResponseSchema: GenMessage<PutPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_policy, 5);
+  messageDesc(file_bulwark_v1_policy, 6);
 
 /**
  * @generated from message bulwark.v1.GetPolicyRequest
@@ -312,7 +425,7 @@ export type GetPolicyRequest = Message<"bulwark.v1.GetPolicyRequest"> & {
  * Use `create(GetPolicyRequestSchema)` to create a new message.
  */
 export const GetPolicyRequestSchema: GenMessage<GetPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_policy, 6);
+  messageDesc(file_bulwark_v1_policy, 7);
 
 /**
  * @generated from message bulwark.v1.GetPolicyResponse
@@ -329,7 +442,7 @@ export type GetPolicyResponse = Message<"bulwark.v1.GetPolicyResponse"> & {
  * Use `create(GetPolicyResponseSchema)` to create a new message.
  */
 export const GetPolicyResponseSchema: GenMessage<GetPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_policy, 7);
+  messageDesc(file_bulwark_v1_policy, 8);
 
 /**
  * @generated from message bulwark.v1.ListPoliciesRequest
@@ -342,7 +455,7 @@ export type ListPoliciesRequest = Message<"bulwark.v1.ListPoliciesRequest"> & {
  * Use `create(ListPoliciesRequestSchema)` to create a new message.
  */
 export const ListPoliciesRequestSchema: GenMessage<ListPoliciesRequest> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_policy, 8);
+  messageDesc(file_bulwark_v1_policy, 9);
 
 /**
  * @generated from message bulwark.v1.ListPoliciesResponse
@@ -359,7 +472,7 @@ export type ListPoliciesResponse = Message<"bulwark.v1.ListPoliciesResponse"> & 
  * Use `create(ListPoliciesResponseSchema)` to create a new message.
  */
 export const ListPoliciesResponseSchema: GenMessage<ListPoliciesResponse> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_policy, 9);
+  messageDesc(file_bulwark_v1_policy, 10);
 
 /**
  * @generated from message bulwark.v1.DeletePolicyRequest
@@ -383,7 +496,7 @@ export type DeletePolicyRequest = Message<"bulwark.v1.DeletePolicyRequest"> & {
  * Use `create(DeletePolicyRequestSchema)` to create a new message.
  */
 export const DeletePolicyRequestSchema: GenMessage<DeletePolicyRequest> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_policy, 10);
+  messageDesc(file_bulwark_v1_policy, 11);
 
 /**
  * @generated from message bulwark.v1.DeletePolicyResponse
@@ -402,7 +515,7 @@ export type DeletePolicyResponse = Message<"bulwark.v1.DeletePolicyResponse"> & 
  * Use `create(DeletePolicyResponseSchema)` to create a new message.
  */
 export const DeletePolicyResponseSchema: GenMessage<DeletePolicyResponse> = /*@__PURE__*/
-  messageDesc(file_bulwark_v1_policy, 11);
+  messageDesc(file_bulwark_v1_policy, 12);
 
 /**
  * Jitter selects how retry back-off is randomized.
@@ -474,6 +587,38 @@ export enum BreakerScope {
  */
 export const BreakerScopeSchema: GenEnum<BreakerScope> = /*@__PURE__*/
   enumDesc(file_bulwark_v1_policy, 1);
+
+/**
+ * SlidingWindowKind selects what the failure-rate and slow-call-rate windows hold.
+ *
+ * @generated from enum bulwark.v1.SlidingWindowKind
+ */
+export enum SlidingWindowKind {
+  /**
+   * @generated from enum value: SLIDING_WINDOW_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The last window_size counted outcomes (default).
+   *
+   * @generated from enum value: SLIDING_WINDOW_KIND_COUNT = 1;
+   */
+  COUNT = 1,
+
+  /**
+   * The counted outcomes of the last window_duration_ms, kept in one-second buckets.
+   *
+   * @generated from enum value: SLIDING_WINDOW_KIND_TIME = 2;
+   */
+  TIME = 2,
+}
+
+/**
+ * Describes the enum bulwark.v1.SlidingWindowKind.
+ */
+export const SlidingWindowKindSchema: GenEnum<SlidingWindowKind> = /*@__PURE__*/
+  enumDesc(file_bulwark_v1_policy, 2);
 
 /**
  * PolicyService stores the resilience policy of every external dependency. Every change bumps the
