@@ -15,6 +15,14 @@ export interface BulwarkOptions {
    * `https://` URL signed by a private CA. The system's CAs are used when unset.
    */
   ca?: string | Buffer;
+  /**
+   * NATS server URL(s), e.g. `nats://127.0.0.1:4222`, for breaker and policy events and the
+   * deferred-work queue. Without it, events come over the control plane's Watch stream and
+   * deferred work is unavailable.
+   */
+  nats?: string | readonly string[];
+  /** Token for a NATS server that requires one. */
+  natsToken?: string;
 }
 
 export interface NormalizedOptions {
@@ -23,6 +31,9 @@ export interface NormalizedOptions {
   acquireTimeoutMs: number;
   token: string | undefined;
   ca: string | Buffer | undefined;
+  /** Empty when NATS is not configured. */
+  nats: readonly string[];
+  natsToken: string | undefined;
 }
 
 /**
@@ -61,11 +72,24 @@ export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
   if (options.ca !== undefined && url.protocol !== "https:") {
     throw new RangeError("options.ca needs an https:// options.url");
   }
+  const nats = options.nats === undefined ? [] : [options.nats].flat();
+  for (const server of nats) {
+    if (typeof server !== "string" || !/^(nats|tls|wss?):\/\/\S+$|^[^\s/]+:\d+$/.test(server)) {
+      throw new RangeError(
+        `options.nats must be NATS URL(s) like nats://127.0.0.1:4222; got ${JSON.stringify(server)}`,
+      );
+    }
+  }
+  if (options.natsToken !== undefined && !/^\S{1,4096}$/.test(options.natsToken)) {
+    throw new RangeError("options.natsToken must be 1-4096 characters without whitespace");
+  }
   return {
     url: options.url.replace(/\/+$/, ""),
     service: options.service,
     acquireTimeoutMs,
     token: options.token,
     ca: options.ca,
+    nats,
+    natsToken: options.natsToken,
   };
 }
