@@ -5,6 +5,7 @@ import type { Outcome } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import { ControlPlaneError, PolicyNotFoundError } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
+import { createGrpcJsTransport } from "./grpc-js-transport.ts";
 import { type CallPolicy, callPolicyFromWire, localPolicy } from "./policy.ts";
 import { Reporter } from "./reporter.ts";
 
@@ -118,21 +119,32 @@ export class ControlPlane {
   private reconnectTimer: NodeJS.Timeout | undefined;
   readonly reporter: Reporter;
 
+  private readonly closeTransport: () => void;
+
   constructor(private readonly options: ControlPlaneOptions) {
     const token = options.token;
-    const transport = createGrpcTransport({
-      baseUrl: options.url,
-      ...(options.ca === undefined ? {} : { nodeOptions: { ca: options.ca } }),
-      interceptors:
-        token === undefined
-          ? []
-          : [
-              (next) => (req) => {
-                req.header.set("authorization", `Bearer ${token}`);
-                return next(req);
-              },
-            ],
-    });
+    const grpcJs = options.url.startsWith("http://")
+      ? createGrpcJsTransport(
+          options.url,
+          token === undefined ? {} : { authorization: `Bearer ${token}` },
+        )
+      : undefined;
+    const transport =
+      grpcJs ??
+      createGrpcTransport({
+        baseUrl: options.url,
+        ...(options.ca === undefined ? {} : { nodeOptions: { ca: options.ca } }),
+        interceptors:
+          token === undefined
+            ? []
+            : [
+                (next) => (req) => {
+                  req.header.set("authorization", `Bearer ${token}`);
+                  return next(req);
+                },
+              ],
+      });
+    this.closeTransport = () => grpcJs?.close();
     this.policyClient = createClient(PolicyService, transport);
     this.breakerClient = createClient(BreakerService, transport);
     this.headers = { [PRINCIPAL_HEADER]: options.service };
@@ -279,6 +291,7 @@ export class ControlPlane {
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     this.reporter.resume();
     await this.reporter.settle();
+    this.closeTransport();
   }
 
   private mayTry(): boolean {

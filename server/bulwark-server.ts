@@ -17,10 +17,10 @@ import { NatsPublisher } from "./events/nats-publisher.ts";
 import { type HttpEndpoints, startHttpEndpoints } from "./observability/http-endpoints.ts";
 import { ServerMetrics } from "./observability/metrics.ts";
 import { auditService } from "./rpc/audit-service.ts";
-import { boundaryInterceptor } from "./rpc/boundary-interceptor.ts";
 import { breakerService, type DataPathObservers } from "./rpc/breaker-service.ts";
 import { healthService } from "./rpc/health-service.ts";
 import { policyService } from "./rpc/policy-service.ts";
+import { RpcBoundary } from "./rpc/rpc-boundary.ts";
 import type { TokenRegistry } from "./security/token-registry.ts";
 import { BreakerStore } from "./storage/breaker-store.ts";
 import { openDatabase } from "./storage/database.ts";
@@ -168,11 +168,9 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
       host: options.host,
       port: options.port,
       tls: options.tls,
-      interceptors: [
-        boundaryInterceptor(logger, options.tokens, (method, code, durationMs) =>
-          metrics.recordRpc(method, code, durationMs),
-        ),
-      ],
+      boundary: new RpcBoundary(logger, options.tokens, (method, code, durationMs) =>
+        metrics.recordRpc(method, code, durationMs),
+      ),
       routes: (router) => {
         router.service(PolicyService, policyService(policies));
         router.service(

@@ -24,8 +24,13 @@ export const callInfoKey = createContextKey<CallInfo>({
 
 const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
+/** The one thing the boundary needs of request headers, whichever library carried the call. */
+export interface HeaderReader {
+  get(name: string): string | null;
+}
+
 /** Reads the call's identity and correlation headers. */
-export function callInfoFromHeaders(headers: Headers): CallInfo {
+export function callInfoFromHeaders(headers: HeaderReader): CallInfo {
   const traceId = TRACEPARENT.exec(headers.get("traceparent") ?? "")?.[1] ?? "";
   const principal = headers.get(PRINCIPAL_HEADER)?.slice(0, 128) || "anonymous";
   const requestId = headers.get("x-request-id")?.slice(0, 128) || randomUUID();
