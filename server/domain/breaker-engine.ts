@@ -24,6 +24,12 @@
  *   dependency does while the breaker is off) but no trigger is evaluated.
  * - metrics-only: every attempt is allowed; outcomes fill the window and a trigger that would
  *   open the breaker is written into its reason ("would open: ..."), but it does not open.
+ *   Known shortcoming: while a trigger holds, that note is rebuilt (a new string) for every
+ *   outcome; caching it per trigger would make this state as cheap as CLOSED.
+ *
+ * Known shortcoming: the back-off signal believes the reporter. One outcome from any caller
+ * allowed to Report opens the fleet's breaker for up to `maxRetryAfterOpenMs`; binding service
+ * tokens to their service names, or requiring the signal from two services, would narrow that.
  */
 import type { PolicySpec } from "./policy.ts";
 import { createWindow, reshapeWindow, type SlidingWindow, shapeOf } from "./sliding-window.ts";
