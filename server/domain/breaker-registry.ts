@@ -165,7 +165,11 @@ export class BreakerRegistry {
   acquire(dependency: string, service: string, traceId: string, principal: string): AcquireAnswer {
     const policy = this.policies.require(dependency);
     const breaker = this.breakerFor(policy, service);
-    const result = acquire(breaker, policy, this.clock(), randomUUID());
+    // Only a HALF_OPEN breaker (or an OPEN one about to become it) grants a permit: the others
+    // skip making an id nobody would use.
+    const kind = breaker.phase.kind;
+    const permitId = kind === "half-open" || kind === "open" ? randomUUID() : "";
+    const result = acquire(breaker, policy, this.clock(), permitId);
     this.commit([breaker], result, { traceId, causationId: "", principal });
     return {
       decision: result.decision,
