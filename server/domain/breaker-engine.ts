@@ -31,8 +31,20 @@
  * allowed to Report opens the fleet's breaker for up to `maxRetryAfterOpenMs`; binding service
  * tokens to their service names, or requiring the signal from two services, would narrow that.
  */
+
+import { backOffWaitMs, describeBackOff, describeTrigger } from "./breaker-triggers.ts";
+import type {
+  AcquireDecision,
+  Breaker,
+  BreakerPhase,
+  Effect,
+  ForceAction,
+  OutcomeInput,
+  Transition,
+  WindowFigures,
+} from "./breaker-types.ts";
 import type { PolicySpec } from "./policy.ts";
-import { createWindow, reshapeWindow, type SlidingWindow, shapeOf } from "./sliding-window.ts";
+import { createWindow, reshapeWindow, shapeOf } from "./sliding-window.ts";
 
 /**
  * A probe permit lapses this long after the policy's attempt timeout when no outcome returned it:
@@ -51,102 +63,21 @@ export const BACK_OFF_EXTEND_STEP_MS = 1_000;
 /** The actor of transitions the server decides itself (triggers, timers, probes). */
 export const SERVER_ACTOR = "bulwark";
 
-export type BreakerStateName =
-  | "closed"
-  | "open"
-  | "half-open"
-  | "forced-open"
-  | "disabled"
-  | "metrics-only";
-
-/** The operator states, set and left only through {@link force}. */
-export type ForcedStateName = "forced-open" | "disabled" | "metrics-only";
-
-/** What an operator asks ForceBreaker to do. */
-export type ForceAction = ForcedStateName | "reset";
-
-/** A probe permit granted in HALF_OPEN. */
-export interface Permit {
-  expiresAtMs: number;
-  /** Returned by an outcome. */
-  settled: boolean;
-}
-
-export type BreakerPhase =
-  | { kind: "closed" }
-  | { kind: "open"; untilMs: number }
-  | { kind: "half-open"; permits: Map<string, Permit>; succeeded: number }
-  | { kind: ForcedStateName };
-
-export interface Breaker {
-  dependency: string;
-  /** Empty unless the policy scopes breakers per calling service. */
-  service: string;
-  phase: BreakerPhase;
-  window: SlidingWindow;
-  consecutiveFailures: number;
-  /** Opens in a row without closing; the open wait grows with it. */
-  consecutiveOpens: number;
-  changedAtMs: number;
-  reason: string;
-  policyRevision: number;
-  /** The operator who forced the current state; empty unless the phase is a forced one. */
-  forcedBy: string;
-}
-
-export interface WindowFigures {
-  calls: number;
-  failures: number;
-  failureRatePercent: number;
-  consecutiveFailures: number;
-  slowCalls: number;
-  slowCallRatePercent: number;
-}
-
-export interface Transition {
-  dependency: string;
-  service: string;
-  from: BreakerStateName;
-  to: BreakerStateName;
-  atMs: number;
-  reason: string;
-  window: WindowFigures;
-  policyRevision: number;
-  /** Set for transitions to OPEN; 0 otherwise. */
-  openUntilMs: number;
-  /** Who caused it: the operator for a forced state, {@link SERVER_ACTOR} otherwise. */
-  actor: string;
-}
-
-/** What an outcome counts as in the window. */
-export type CountedResult = "success" | "failure" | "timeout" | "not-counted";
-
-export interface OutcomeInput {
-  result: CountedResult;
-  /** Set when the attempt was a HALF_OPEN probe. */
-  permitId: string;
-  /** Short error class for the transition reason, e.g. "http_503". */
-  errorType: string;
-  /** How long the attempt took; compared with the policy's slowCallMs. Default 0. */
-  latencyMs?: number;
-  /** HTTP (or gRPC) status of the answer; 429 and 503 may carry a back-off signal. Default 0. */
-  statusCode?: number;
-  /** The dependency's Retry-After, in milliseconds from when it answered. Default 0: none. */
-  retryAfterMs?: number;
-}
-
-export type AcquireDecision =
-  | { kind: "allow" }
-  | { kind: "reject"; retryAtMs: number }
-  | { kind: "probe"; permitId: string; expiresAtMs: number };
-
-export interface Effect {
-  transitions: Transition[];
-  /** The breaker's state (not only its window) changed and must be stored before answering. */
-  stateChanged: boolean;
-  /** The outcome was counted: it entered the window or decided a probe. */
-  counted?: boolean;
-}
+export { backOffWaitMs } from "./breaker-triggers.ts";
+export type {
+  AcquireDecision,
+  Breaker,
+  BreakerPhase,
+  BreakerStateName,
+  CountedResult,
+  Effect,
+  ForceAction,
+  ForcedStateName,
+  OutcomeInput,
+  Permit,
+  Transition,
+  WindowFigures,
+} from "./breaker-types.ts";
 
 // Shared answers of the hot paths, so that counting an outcome allocates nothing. Nobody may
 // push into their `transitions`: they are frozen.
@@ -216,25 +147,6 @@ export function figuresOf(breaker: Breaker, nowMs?: number): WindowFigures {
 export function openWaitMs(policy: PolicySpec, opens: number): number {
   const { openWaitMs: base, openWaitMultiplier, maxOpenWaitMs } = policy.breaker;
   return Math.min(maxOpenWaitMs, Math.round(base * openWaitMultiplier ** Math.max(0, opens - 1)));
-}
-
-/**
- * How long the outcome's back-off signal asks the fleet to stay away, capped by the policy;
- * 0 when it carries none (or the policy turned the signal off).
- */
-export function backOffWaitMs(policy: PolicySpec, outcome: OutcomeInput): number {
-  const cap = policy.breaker.maxRetryAfterOpenMs;
-  const retryAfterMs = outcome.retryAfterMs ?? 0;
-  if (cap <= 0 || retryAfterMs <= 0 || outcome.result !== "failure") return 0;
-  if (outcome.statusCode !== 429 && outcome.statusCode !== 503) return 0;
-  return Math.min(retryAfterMs, cap);
-}
-
-function describeBackOff(outcome: OutcomeInput, waitMs: number): string {
-  const what = outcome.errorType || `status ${outcome.statusCode}`;
-  return `back-off signal: ${what} Retry-After ${outcome.retryAfterMs} ms${
-    waitMs < (outcome.retryAfterMs ?? 0) ? ` (capped at ${waitMs} ms)` : ""
-  }`;
 }
 
 function moveTo(
@@ -360,31 +272,6 @@ export function acquire(
       };
     }
   }
-}
-
-/** The rate or run trigger the window meets, described for the transition reason. */
-function describeTrigger(breaker: Breaker, policy: PolicySpec): string | undefined {
-  const b = policy.breaker;
-  const w = breaker.window;
-  if (w.calls < b.minimumCalls) return undefined;
-  const over = w.shape.kind === "time" ? `in ${w.shape.durationMs} ms` : `over ${w.calls} calls`;
-  if (w.failureRatePercent >= b.failureRateThresholdPercent) {
-    return (
-      `failure rate ${w.failureRatePercent.toFixed(1)}% >= ${b.failureRateThresholdPercent}% ` +
-      (w.shape.kind === "time" ? `over ${w.calls} calls ${over}` : over)
-    );
-  }
-  if (b.slowCallMs > 0 && w.slowCallRatePercent >= b.slowCallRateThresholdPercent) {
-    return (
-      `slow-call rate ${w.slowCallRatePercent.toFixed(1)}% >= ${b.slowCallRateThresholdPercent}% ` +
-      `(slower than ${b.slowCallMs} ms) ` +
-      (w.shape.kind === "time" ? `over ${w.calls} calls ${over}` : over)
-    );
-  }
-  if (b.consecutiveFailures > 0 && breaker.consecutiveFailures >= b.consecutiveFailures) {
-    return `${breaker.consecutiveFailures} consecutive failures >= ${b.consecutiveFailures}`;
-  }
-  return undefined;
 }
 
 /** Puts one counted outcome into the window and the run of consecutive failures. */
