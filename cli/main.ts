@@ -17,6 +17,8 @@ import {
 } from "../gen/bulwark/v1/audit_pb.ts";
 import {
   BreakerService,
+  ForceAction,
+  ForceBreakerResponseSchema,
   GetBreakerResponseSchema,
   ListBreakersResponseSchema,
   ListTransitionsResponseSchema,
@@ -32,6 +34,7 @@ Commands:
   policy apply FILE...          create or replace the policies in YAML or JSON files
   policy list | get DEP | delete DEP [--revision N]
   breaker list | get DEP [--service S] | transitions [DEP]
+  breaker force DEP forced-open|disabled|metrics-only|reset --reason TEXT [--service S]
   audit verify | trace TRACE_ID | query [--trace T] [--aggregate A] [--type E] [--limit N]
 Options:
   --url URL     control plane (env BULWARK_URL; default ${DEFAULT_URL})
@@ -39,6 +42,14 @@ Options:
   --ca FILE     PEM CA for an https:// URL signed by a private CA (env BULWARK_CA_FILE)`;
 
 class UsageError extends Error {}
+
+/** The actions of `breaker force`, by the name an operator types. */
+const FORCE_ACTIONS: Record<string, ForceAction> = {
+  "forced-open": ForceAction.FORCED_OPEN,
+  disabled: ForceAction.DISABLED,
+  "metrics-only": ForceAction.METRICS_ONLY,
+  reset: ForceAction.RESET,
+};
 
 function print(schema: DescMessage, message: unknown): void {
   // biome-ignore lint/suspicious/noExplicitAny: toJson takes the message of the given schema
@@ -77,6 +88,7 @@ async function main(argv: string[]): Promise<void> {
       ca: { type: "string" },
       revision: { type: "string" },
       service: { type: "string" },
+      reason: { type: "string" },
       trace: { type: "string" },
       aggregate: { type: "string" },
       type: { type: "string" },
@@ -177,6 +189,24 @@ async function main(argv: string[]): Promise<void> {
         service: values.service ?? "",
       });
       print(GetBreakerResponseSchema, res);
+      return;
+    }
+    case "breaker force": {
+      const [dependency, actionName] = args;
+      const action = FORCE_ACTIONS[actionName ?? ""];
+      if (dependency === undefined || action === undefined) {
+        throw new UsageError(
+          `breaker force needs DEP and one of ${Object.keys(FORCE_ACTIONS).join(", ")}`,
+        );
+      }
+      if (values.reason === undefined) throw new UsageError("breaker force needs --reason");
+      const res = await breakers.forceBreaker({
+        dependency,
+        service: values.service ?? "",
+        action,
+        reason: values.reason,
+      });
+      print(ForceBreakerResponseSchema, res);
       return;
     }
     case "breaker transitions": {

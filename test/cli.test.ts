@@ -65,6 +65,49 @@ describe("bulwark CLI", () => {
     });
   });
 
+  it("forces a breaker open and resets it, as the token's operator", async () => {
+    await cli(["--token", ADMIN, "policy", "apply", "examples/policies/openai.yaml"]);
+    const forced = await cli([
+      "--token",
+      ADMIN,
+      "breaker",
+      "force",
+      "openai.chat",
+      "forced-open",
+      "--reason",
+      "provider incident",
+    ]);
+    expect(JSON.parse(forced.stdout).breaker).toMatchObject({
+      state: "BREAKER_STATE_FORCED_OPEN",
+      forcedBy: "ops",
+      reason: "forced open: provider incident",
+    });
+    const reader = await cli([
+      "--token",
+      READER,
+      "breaker",
+      "force",
+      "openai.chat",
+      "reset",
+      "--reason",
+      "x",
+    ]);
+    expect(reader.stderr).toContain("PermissionDenied");
+    const noReason = await cli(["--token", ADMIN, "breaker", "force", "openai.chat", "reset"]);
+    expect(noReason).toMatchObject({ code: 2 });
+    const reset = await cli([
+      "--token",
+      ADMIN,
+      "breaker",
+      "force",
+      "openai.chat",
+      "reset",
+      "--reason",
+      "over",
+    ]);
+    expect(JSON.parse(reset.stdout).breaker.state).toBe("BREAKER_STATE_CLOSED");
+  });
+
   it("says what the server refused, and names bad flags and fields", async () => {
     const anonymous = await cli(["policy", "list"]);
     expect(anonymous).toMatchObject({ code: 1 });

@@ -34,6 +34,7 @@ import {
   AcquireDecision,
   type AcquireRequestSchema,
   BreakerService,
+  type ForceBreakerRequestSchema,
   type GetBreakerRequestSchema,
   type ListTransitionsRequestSchema,
   type ReportRequestSchema,
@@ -247,8 +248,33 @@ const policy = fc.record(
         maxOpenWaitMs: optional(int32In(1, 3_600_000)),
         halfOpenPermits: optional(int32In(1, 100)),
         scope: enumUpTo(2),
+        windowKind: enumUpTo(2),
+        windowDurationMs: optional(
+          fc.oneof(
+            fc.integer({ min: 1, max: 3_600 }).map((s) => s * 1_000),
+            int32In(0, 3_600_000),
+          ),
+        ),
+        slowCallMs: optional(int32In(0, 10_000)),
+        slowCallRateThresholdPercent: optional(doubleIn(0, 100)),
+        maxRetryAfterOpenMs: optional(int32In(0, 3_600_000)),
       },
       { requiredKeys: [] },
+    ),
+    queue: fc.option(
+      fc.record(
+        {
+          maxDeliveries: optional(int32In(1, 100)),
+          workerInitialBackoffMs: optional(int32In(0, 3_600_000)),
+          workerMaxBackoffMs: optional(int32In(0, 3_600_000)),
+          maxAgeMs: optional(fc.oneof(fc.bigInt({ min: 1_000n, max: 2_592_000_000n }), anyInt64)),
+          maxJobs: optional(int32In(1, 10_000_000)),
+          maxPayloadBytes: optional(int32In(1, 1_048_576)),
+          ackWaitMs: optional(int32In(1_000, 3_600_000)),
+        },
+        { requiredKeys: [] },
+      ),
+      { nil: undefined },
     ),
     updatedAtUnixMs: anyInt64,
     updatedBy: hostileString,
@@ -287,7 +313,8 @@ const cleanOutcome = fc.record({
   permitId: fc.oneof(fc.constant(""), fc.uuid()),
   result: fc.integer({ min: 1, max: 6 }),
   errorType: fc.constantFrom("", "http_503", "ECONNRESET"),
-  statusCode: fc.integer({ min: 0, max: 999 }),
+  // 429 and 503 often, so the back-off signal opens and extends breakers during the run.
+  statusCode: fc.oneof(fc.constantFrom(429, 503), fc.integer({ min: 0, max: 999 })),
   latencyMs: fc.integer({ min: 0, max: 60_000 }),
   retryAfterMs: fc.integer({ min: 0, max: 60_000 }),
   traceId: fc.constantFrom("", ...TRACES),
@@ -324,6 +351,16 @@ const acquireThenReport = fc.record({
   batch: arrayUpTo(cleanOutcome, 999),
 });
 type Attempt = typeof acquireThenReport extends fc.Arbitrary<infer T> ? T : never;
+/** Operators forcing breakers: every action, valid and hostile names, reasons and services. */
+const forceBreaker: fc.Arbitrary<Init<typeof ForceBreakerRequestSchema>> = fc.record({
+  dependency,
+  service: fc.oneof(fc.constant(""), service),
+  action: enumUpTo(4),
+  reason: fc.oneof(
+    fc.constantFrom("maintenance", "incident 42", "", " ", "x".repeat(512), "x".repeat(513)),
+    hostileString,
+  ),
+});
 const getBreaker: fc.Arbitrary<Init<typeof GetBreakerRequestSchema>> = fc.record({
   dependency,
   service: fc.oneof(fc.constant(""), service),
@@ -409,6 +446,7 @@ const REQUESTS: Record<string, fc.Arbitrary<object>> = {
   "bulwark.v1.BreakerService/ListBreakers": empty,
   "bulwark.v1.BreakerService/ListTransitions": listTransitions,
   "bulwark.v1.BreakerService/Watch": watch,
+  "bulwark.v1.BreakerService/ForceBreaker": forceBreaker,
   "bulwark.v1.AuditService/Append": append,
   "bulwark.v1.AuditService/Query": query,
   "bulwark.v1.AuditService/Verify": empty,
@@ -521,6 +559,12 @@ const DATA_PATH_CASES: RpcCase[] = [
       }
       if (outcomes.length > 0) await rpc.breakers.report({ outcomes }, o);
     },
+  },
+  {
+    name: "BreakerService/ForceBreaker",
+    numRuns: 120,
+    arb: forceBreaker,
+    call: (r, o) => rpc.breakers.forceBreaker(r, o),
   },
   {
     name: "BreakerService/GetBreaker",

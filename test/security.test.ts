@@ -101,6 +101,7 @@ const NEEDS: Record<string, "reader" | "service" | "admin"> = {
   ListBreakers: "reader",
   ListTransitions: "reader",
   Watch: "reader",
+  ForceBreaker: "admin",
   Append: "service",
   Query: "reader",
   Verify: "reader",

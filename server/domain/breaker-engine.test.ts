@@ -12,7 +12,7 @@ import {
   type Transition,
   tick,
 } from "./breaker-engine.ts";
-import type { BreakerSpec, PolicySpec } from "./policy.ts";
+import { type BreakerSpec, DEFAULT_QUEUE, type PolicySpec } from "./policy.ts";
 
 const T0 = 1_700_000_000_000;
 const TIMEOUT_MS = 1_000;
@@ -45,8 +45,14 @@ function makePolicy(breaker: Partial<BreakerSpec> = {}, revision = 1): PolicySpe
       maxOpenWaitMs: 35_000,
       halfOpenPermits: 1,
       scope: "dependency",
+      windowKind: "count",
+      windowDurationMs: 10_000,
+      slowCallMs: 0,
+      slowCallRateThresholdPercent: 100,
+      maxRetryAfterOpenMs: 60_000,
       ...breaker,
     },
+    queue: { ...DEFAULT_QUEUE },
     updatedAtMs: 0,
     updatedBy: "test",
   };
@@ -118,7 +124,7 @@ describe("createBreaker", () => {
     const policy = makePolicy({ windowSize: 7 }, 3);
     const breaker = createBreaker("payments.api", "checkout", policy, T0);
     expect(breaker.phase).toEqual({ kind: "closed" });
-    expect(breaker.window.size).toBe(7);
+    expect(breaker.window.shape).toEqual({ kind: "count", size: 7 });
     expect(breaker.window.calls).toBe(0);
     expect(breaker.service).toBe("checkout");
     expect(breaker.policyRevision).toBe(3);
@@ -178,9 +184,17 @@ describe("CLOSED: failure-rate trigger", () => {
         to: "open",
         atMs: T0 + 500,
         reason: "failure rate 50.0% >= 50% over 6 calls",
-        window: { calls: 6, failures: 3, failureRatePercent: 50, consecutiveFailures: 3 },
+        window: {
+          calls: 6,
+          failures: 3,
+          failureRatePercent: 50,
+          consecutiveFailures: 3,
+          slowCalls: 0,
+          slowCallRatePercent: 0,
+        },
         policyRevision: 7,
         openUntilMs: T0 + 500 + OPEN_WAIT_MS,
+        actor: "bulwark",
       },
     ]);
     expect(breaker.reason).toBe("failure rate 50.0% >= 50% over 6 calls");
@@ -200,6 +214,8 @@ describe("CLOSED: failure-rate trigger", () => {
       failures: 2,
       failureRatePercent: 50,
       consecutiveFailures: 2,
+      slowCalls: 0,
+      slowCallRatePercent: 0,
     });
     expect(breaker.phase.kind).toBe("open");
   });
@@ -227,6 +243,8 @@ describe("CLOSED: failure-rate trigger", () => {
       failures: 3,
       failureRatePercent: 75,
       consecutiveFailures: 3,
+      slowCalls: 0,
+      slowCallRatePercent: 0,
     });
   });
 
@@ -266,6 +284,8 @@ describe("CLOSED: consecutive-failure trigger", () => {
       failures: 3,
       failureRatePercent: 60,
       consecutiveFailures: 3,
+      slowCalls: 0,
+      slowCallRatePercent: 0,
     });
   });
 
@@ -354,9 +374,17 @@ describe("OPEN", () => {
         to: "half-open",
         atMs: untilMs,
         reason: `open wait of ${OPEN_WAIT_MS} ms elapsed`,
-        window: { calls: 0, failures: 0, failureRatePercent: 0, consecutiveFailures: 0 },
+        window: {
+          calls: 0,
+          failures: 0,
+          failureRatePercent: 0,
+          consecutiveFailures: 0,
+          slowCalls: 0,
+          slowCallRatePercent: 0,
+        },
         policyRevision: 1,
         openUntilMs: 0,
+        actor: "bulwark",
       },
     ]);
     expect(breaker.phase.kind).toBe("half-open");
@@ -451,9 +479,17 @@ describe("HALF_OPEN", () => {
         to: "closed",
         atMs: nowMs + 20,
         reason: "2 of 2 probes succeeded",
-        window: { calls: 0, failures: 0, failureRatePercent: 0, consecutiveFailures: 0 },
+        window: {
+          calls: 0,
+          failures: 0,
+          failureRatePercent: 0,
+          consecutiveFailures: 0,
+          slowCalls: 0,
+          slowCallRatePercent: 0,
+        },
         policyRevision: 1,
         openUntilMs: 0,
+        actor: "bulwark",
       },
     ]);
     expect(breaker.phase).toEqual({ kind: "closed" });
@@ -600,14 +636,14 @@ describe("applyPolicy", () => {
 
     const smaller = makePolicy({ windowSize: 4, minimumCalls: 4 }, 2);
     applyPolicy(breaker, smaller);
-    expect(breaker.window.size).toBe(4);
+    expect(breaker.window.shape).toEqual({ kind: "count", size: 4 });
     expect(breaker.window.serialize()).toBe("1000");
     expect(breaker.policyRevision).toBe(2);
     expect(breaker.phase.kind).toBe("closed");
 
     const larger = makePolicy({ windowSize: 20, minimumCalls: 4 }, 3);
     applyPolicy(breaker, larger);
-    expect(breaker.window.size).toBe(20);
+    expect(breaker.window.shape).toEqual({ kind: "count", size: 20 });
     expect(breaker.window.serialize()).toBe("1000");
     expect(breaker.policyRevision).toBe(3);
   });

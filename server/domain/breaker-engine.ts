@@ -3,9 +3,48 @@
  * time go in; the breaker is updated and the transitions it went through come out. No I/O and no
  * timers: the caller owns the clock, persistence and publishing (domain/breaker-registry.ts), so
  * every rule here is tested with a fake clock.
+ *
+ * Triggers that open a CLOSED breaker:
+ * - failure rate over the sliding window (count- or time-based) >= the threshold, once the
+ *   window holds `minimumCalls`;
+ * - slow-call rate (calls slower than `slowCallMs`) >= its threshold, once the window holds
+ *   `minimumCalls`; off while `slowCallMs` is 0;
+ * - `consecutiveFailures` failures in a row, once the window holds `minimumCalls`;
+ * - the back-off signal: a FAILURE with status 429 or 503 that carries Retry-After. It does NOT
+ *   wait for `minimumCalls`: the dependency said explicitly that it wants no calls, and one
+ *   answer saying so is worth more than any rate. It opens until now + min(Retry-After,
+ *   `maxRetryAfterOpenMs`); off while that cap is 0. When the breaker is OPEN already, a later
+ *   Retry-After time extends the open time (it never shortens it). In HALF_OPEN a probe that
+ *   gets it reopens the breaker until the Retry-After time instead of the growing wait. Outcomes
+ *   that are not probes are ignored in HALF_OPEN, as every other non-probe outcome is.
+ *
+ * Operator states (set only by {@link force}, left only by another force):
+ * - forced-open: every attempt is rejected; outcomes are not counted.
+ * - disabled: every attempt is allowed; outcomes still fill the window (so Get shows what the
+ *   dependency does while the breaker is off) but no trigger is evaluated.
+ * - metrics-only: every attempt is allowed; outcomes fill the window and a trigger that would
+ *   open the breaker is written into its reason ("would open: ..."), but it does not open.
+ *   Known shortcoming: while a trigger holds, that note is rebuilt (a new string) for every
+ *   outcome; caching it per trigger would make this state as cheap as CLOSED.
+ *
+ * Known shortcoming: the back-off signal believes the reporter. One outcome from any caller
+ * allowed to Report opens the fleet's breaker for up to `maxRetryAfterOpenMs`; binding service
+ * tokens to their service names, or requiring the signal from two services, would narrow that.
  */
-import { OutcomeWindow } from "./outcome-window.ts";
+
+import { backOffWaitMs, describeBackOff, describeTrigger } from "./breaker-triggers.ts";
+import type {
+  AcquireDecision,
+  Breaker,
+  BreakerPhase,
+  Effect,
+  ForceAction,
+  OutcomeInput,
+  Transition,
+  WindowFigures,
+} from "./breaker-types.ts";
 import type { PolicySpec } from "./policy.ts";
+import { createWindow, reshapeWindow, shapeOf } from "./sliding-window.ts";
 
 /**
  * A probe permit lapses this long after the policy's attempt timeout when no outcome returned it:
@@ -14,77 +53,52 @@ import type { PolicySpec } from "./policy.ts";
  */
 export const PERMIT_GRACE_MS = 2_000;
 
-export type BreakerStateName = "closed" | "open" | "half-open";
+/**
+ * A Retry-After answer while OPEN extends the open time only by at least this much. Retry-After
+ * has one-second resolution, and each extension is a stored and published transition: without
+ * the step every batch of late 429s would publish one for a few milliseconds.
+ */
+export const BACK_OFF_EXTEND_STEP_MS = 1_000;
 
-/** A probe permit granted in HALF_OPEN. */
-export interface Permit {
-  expiresAtMs: number;
-  /** Returned by an outcome. */
-  settled: boolean;
-}
+/** The actor of transitions the server decides itself (triggers, timers, probes). */
+export const SERVER_ACTOR = "bulwark";
 
-export type BreakerPhase =
-  | { kind: "closed" }
-  | { kind: "open"; untilMs: number }
-  | { kind: "half-open"; permits: Map<string, Permit>; succeeded: number };
+export { backOffWaitMs } from "./breaker-triggers.ts";
+export type {
+  AcquireDecision,
+  Breaker,
+  BreakerPhase,
+  BreakerStateName,
+  CountedResult,
+  Effect,
+  ForceAction,
+  ForcedStateName,
+  OutcomeInput,
+  Permit,
+  Transition,
+  WindowFigures,
+} from "./breaker-types.ts";
 
-export interface Breaker {
-  dependency: string;
-  /** Empty unless the policy scopes breakers per calling service. */
-  service: string;
-  phase: BreakerPhase;
-  window: OutcomeWindow;
-  consecutiveFailures: number;
-  /** Opens in a row without closing; the open wait grows with it. */
-  consecutiveOpens: number;
-  changedAtMs: number;
-  reason: string;
-  policyRevision: number;
-}
-
-export interface WindowFigures {
-  calls: number;
-  failures: number;
-  failureRatePercent: number;
-  consecutiveFailures: number;
-}
-
-export interface Transition {
-  dependency: string;
-  service: string;
-  from: BreakerStateName;
-  to: BreakerStateName;
-  atMs: number;
-  reason: string;
-  window: WindowFigures;
-  policyRevision: number;
-  /** Set for transitions to OPEN; 0 otherwise. */
-  openUntilMs: number;
-}
-
-/** What an outcome counts as in the window. */
-export type CountedResult = "success" | "failure" | "timeout" | "not-counted";
-
-export interface OutcomeInput {
-  result: CountedResult;
-  /** Set when the attempt was a HALF_OPEN probe. */
-  permitId: string;
-  /** Short error class for the transition reason, e.g. "http_503". */
-  errorType: string;
-}
-
-export type AcquireDecision =
-  | { kind: "allow" }
-  | { kind: "reject"; retryAtMs: number }
-  | { kind: "probe"; permitId: string; expiresAtMs: number };
-
-export interface Effect {
-  transitions: Transition[];
-  /** The breaker's state (not only its window) changed and must be stored before answering. */
-  stateChanged: boolean;
-  /** The outcome was counted: it entered the window or decided a probe. */
-  counted?: boolean;
-}
+// Shared answers of the hot paths, so that counting an outcome allocates nothing. Nobody may
+// push into their `transitions`: they are frozen.
+const NONE: Effect = Object.freeze({
+  transitions: Object.freeze([]) as never,
+  stateChanged: false,
+});
+const COUNTED: Effect = Object.freeze({
+  transitions: Object.freeze([]) as never,
+  stateChanged: false,
+  counted: true,
+});
+const PERMIT_RETURNED: Effect = Object.freeze({
+  transitions: Object.freeze([]) as never,
+  stateChanged: true,
+});
+const PROBE_COUNTED: Effect = Object.freeze({
+  transitions: Object.freeze([]) as never,
+  stateChanged: true,
+  counted: true,
+});
 
 export function createBreaker(
   dependency: string,
@@ -96,21 +110,36 @@ export function createBreaker(
     dependency,
     service,
     phase: { kind: "closed" },
-    window: new OutcomeWindow(policy.breaker.windowSize),
+    window: createWindow(shapeOf(policy.breaker)),
     consecutiveFailures: 0,
     consecutiveOpens: 0,
     changedAtMs: nowMs,
     reason: "created",
     policyRevision: policy.revision,
+    forcedBy: "",
   };
 }
 
-export function figuresOf(breaker: Breaker): WindowFigures {
+/** Whether the breaker is in an operator state. */
+export function isForced(breaker: Breaker): boolean {
+  const k = breaker.phase.kind;
+  return k === "forced-open" || k === "disabled" || k === "metrics-only";
+}
+
+/**
+ * The window's figures. With `nowMs`, a time window first lets outcomes older than the window
+ * fall out, so the figures are those of the last window_duration_ms.
+ */
+export function figuresOf(breaker: Breaker, nowMs?: number): WindowFigures {
+  const w = breaker.window;
+  if (nowMs !== undefined) w.advance(nowMs);
   return {
-    calls: breaker.window.calls,
-    failures: breaker.window.failures,
-    failureRatePercent: breaker.window.failureRatePercent,
+    calls: w.calls,
+    failures: w.failures,
+    failureRatePercent: w.failureRatePercent,
     consecutiveFailures: breaker.consecutiveFailures,
+    slowCalls: w.slowCalls,
+    slowCallRatePercent: w.slowCallRatePercent,
   };
 }
 
@@ -126,6 +155,7 @@ function moveTo(
   nowMs: number,
   reason: string,
   figures: WindowFigures,
+  actor = SERVER_ACTOR,
 ): Transition {
   const from = breaker.phase.kind;
   breaker.phase = phase;
@@ -141,13 +171,21 @@ function moveTo(
     window: figures,
     policyRevision: breaker.policyRevision,
     openUntilMs: phase.kind === "open" ? phase.untilMs : 0,
+    actor,
   };
 }
 
-function open(breaker: Breaker, policy: PolicySpec, nowMs: number, reason: string): Transition {
+/** Opens the breaker for `waitMs`, or for the growing wait when `waitMs` is undefined. */
+function open(
+  breaker: Breaker,
+  policy: PolicySpec,
+  nowMs: number,
+  reason: string,
+  waitMs?: number,
+): Transition {
   const figures = figuresOf(breaker);
   breaker.consecutiveOpens++;
-  const untilMs = nowMs + openWaitMs(policy, breaker.consecutiveOpens);
+  const untilMs = nowMs + (waitMs ?? openWaitMs(policy, breaker.consecutiveOpens));
   // The window starts afresh after the breaker closes again; the figures that opened it stay in
   // the transition.
   breaker.window.clear();
@@ -165,9 +203,7 @@ function close(breaker: Breaker, nowMs: number, reason: string): Transition {
 
 /** Moves an OPEN breaker whose wait is over to HALF_OPEN. The server calls it from its timer. */
 export function tick(breaker: Breaker, nowMs: number): Effect {
-  if (breaker.phase.kind !== "open" || nowMs < breaker.phase.untilMs) {
-    return { transitions: [], stateChanged: false };
-  }
+  if (breaker.phase.kind !== "open" || nowMs < breaker.phase.untilMs) return NONE;
   const waitedMs = nowMs - breaker.changedAtMs;
   const transition = moveTo(
     breaker,
@@ -189,10 +225,17 @@ export function permitsInFlight(breaker: Breaker, nowMs: number): number {
   return n;
 }
 
+const ALLOW: { decision: AcquireDecision } & Effect = Object.freeze({
+  decision: Object.freeze({ kind: "allow" }) as AcquireDecision,
+  transitions: Object.freeze([]) as never,
+  stateChanged: false,
+});
+
 /**
  * Decides whether one attempt may go out. `newPermitId` is used when a probe permit is granted.
  * An OPEN breaker whose wait is over moves to HALF_OPEN here too, so a late timer never rejects a
- * call that should have been a probe.
+ * call that should have been a probe. FORCED_OPEN rejects with retryAtMs 0 (no known time);
+ * DISABLED and METRICS_ONLY allow every attempt.
  */
 export function acquire(
   breaker: Breaker,
@@ -204,9 +247,13 @@ export function acquire(
   const phase = breaker.phase;
   switch (phase.kind) {
     case "closed":
-      return { decision: { kind: "allow" }, ...effect };
+    case "disabled":
+    case "metrics-only":
+      return effect === NONE ? ALLOW : { decision: ALLOW.decision, ...effect };
     case "open":
       return { decision: { kind: "reject", retryAtMs: phase.untilMs }, ...effect };
+    case "forced-open":
+      return { decision: { kind: "reject", retryAtMs: 0 }, ...effect };
     case "half-open": {
       const granted = permitsInFlight(breaker, nowMs) + phase.succeeded;
       if (granted >= policy.breaker.halfOpenPermits) {
@@ -227,28 +274,23 @@ export function acquire(
   }
 }
 
-function describeTrigger(breaker: Breaker, policy: PolicySpec): string | undefined {
-  const { minimumCalls, failureRateThresholdPercent, consecutiveFailures } = policy.breaker;
-  const w = breaker.window;
-  if (w.calls < minimumCalls) return undefined;
-  if (w.failureRatePercent >= failureRateThresholdPercent) {
-    return (
-      `failure rate ${w.failureRatePercent.toFixed(1)}% >= ${failureRateThresholdPercent}% ` +
-      `over ${w.calls} calls`
-    );
-  }
-  if (consecutiveFailures > 0 && breaker.consecutiveFailures >= consecutiveFailures) {
-    return `${breaker.consecutiveFailures} consecutive failures >= ${consecutiveFailures}`;
-  }
-  return undefined;
+/** Puts one counted outcome into the window and the run of consecutive failures. */
+function fill(breaker: Breaker, policy: PolicySpec, outcome: OutcomeInput, nowMs: number): void {
+  const failure = outcome.result !== "success";
+  const slowCallMs = policy.breaker.slowCallMs;
+  const slow = slowCallMs > 0 && (outcome.latencyMs ?? 0) > slowCallMs;
+  breaker.window.push(failure, slow, nowMs);
+  breaker.consecutiveFailures = failure ? breaker.consecutiveFailures + 1 : 0;
 }
 
 /**
  * Counts one outcome. In CLOSED it fills the window and may open the breaker; in HALF_OPEN only
  * probes holding a live permit count: all permitted probes succeeding close it, any failed probe
- * reopens it with a longer wait, and a probe that is not counted (cancelled, the caller's own
- * error) gives its permit back. Outcomes that arrive while OPEN, and non-probe outcomes in
- * HALF_OPEN, come from attempts admitted before the breaker opened and are not counted.
+ * reopens it with a longer wait (or until its Retry-After time), and a probe that is not counted
+ * (cancelled, the caller's own error) gives its permit back. Outcomes that arrive while OPEN, and
+ * non-probe outcomes in HALF_OPEN, come from attempts admitted before the breaker opened and are
+ * not counted; only a back-off signal while OPEN is heard (it may extend the open time). The
+ * operator states are described at the top of this file.
  */
 export function record(
   breaker: Breaker,
@@ -256,58 +298,132 @@ export function record(
   outcome: OutcomeInput,
   nowMs: number,
 ): Effect {
-  const none: Effect = { transitions: [], stateChanged: false };
   const phase = breaker.phase;
-
-  if (phase.kind === "half-open") {
-    const permit = outcome.permitId === "" ? undefined : phase.permits.get(outcome.permitId);
-    // A lapsed permit was already given back by its expiry and possibly granted again: its late
-    // outcome must not decide for the probe that replaced it.
-    if (permit === undefined || permit.settled || permit.expiresAtMs <= nowMs) return none;
-    permit.settled = true;
-    // A probe the caller cancelled, or that met the caller's own error, says nothing about the
-    // dependency: its permit comes back so another attempt can probe.
-    if (outcome.result === "not-counted") {
-      phase.permits.delete(outcome.permitId);
-      return { transitions: [], stateChanged: true };
-    }
-    const failure = outcome.result !== "success";
-    if (failure) {
-      const reason = `probe failed (${outcome.errorType || outcome.result})`;
+  switch (phase.kind) {
+    case "closed": {
+      if (outcome.result === "not-counted") return NONE;
+      fill(breaker, policy, outcome, nowMs);
+      const backOffMs = backOffWaitMs(policy, outcome);
+      if (backOffMs > 0) {
+        const reason = describeBackOff(outcome, backOffMs);
+        const t = open(breaker, policy, nowMs, reason, backOffMs);
+        return { transitions: [t], stateChanged: true, counted: true };
+      }
+      // Evaluated after successes too: the call that brings the window to minimumCalls may be a
+      // success while the rate is already over the threshold.
+      const trigger = describeTrigger(breaker, policy);
+      if (trigger === undefined) return COUNTED;
       return {
-        transitions: [open(breaker, policy, nowMs, reason)],
+        transitions: [open(breaker, policy, nowMs, trigger)],
         stateChanged: true,
         counted: true,
       };
     }
-    phase.succeeded++;
-    if (phase.succeeded >= policy.breaker.halfOpenPermits) {
-      const reason = `${phase.succeeded} of ${policy.breaker.halfOpenPermits} probes succeeded`;
-      return { transitions: [close(breaker, nowMs, reason)], stateChanged: true, counted: true };
+
+    case "open": {
+      const backOffMs = backOffWaitMs(policy, outcome);
+      const untilMs = nowMs + backOffMs;
+      if (backOffMs === 0 || untilMs < phase.untilMs + BACK_OFF_EXTEND_STEP_MS) return NONE;
+      const reason = `${describeBackOff(outcome, backOffMs)} extends the open time`;
+      const t = moveTo(breaker, { kind: "open", untilMs }, nowMs, reason, figuresOf(breaker));
+      return { transitions: [t], stateChanged: true };
     }
-    return { transitions: [], stateChanged: true, counted: true };
-  }
 
-  if (phase.kind === "closed" && outcome.result !== "not-counted") {
-    const failure = outcome.result !== "success";
-    breaker.window.push(failure);
-    breaker.consecutiveFailures = failure ? breaker.consecutiveFailures + 1 : 0;
-    // Evaluated after successes too: the call that brings the window to minimumCalls may be a
-    // success while the rate is already over the threshold.
-    const trigger = describeTrigger(breaker, policy);
-    if (trigger === undefined) return { transitions: [], stateChanged: false, counted: true };
-    return {
-      transitions: [open(breaker, policy, nowMs, trigger)],
-      stateChanged: true,
-      counted: true,
-    };
-  }
+    case "half-open": {
+      const permit = outcome.permitId === "" ? undefined : phase.permits.get(outcome.permitId);
+      // A lapsed permit was already given back by its expiry and possibly granted again: its late
+      // outcome must not decide for the probe that replaced it.
+      if (permit === undefined || permit.settled || permit.expiresAtMs <= nowMs) return NONE;
+      permit.settled = true;
+      // A probe the caller cancelled, or that met the caller's own error, says nothing about the
+      // dependency: its permit comes back so another attempt can probe.
+      if (outcome.result === "not-counted") {
+        phase.permits.delete(outcome.permitId);
+        return PERMIT_RETURNED;
+      }
+      if (outcome.result !== "success") {
+        const backOffMs = backOffWaitMs(policy, outcome);
+        const t =
+          backOffMs > 0
+            ? open(
+                breaker,
+                policy,
+                nowMs,
+                `probe ${describeBackOff(outcome, backOffMs)}`,
+                backOffMs,
+              )
+            : open(breaker, policy, nowMs, `probe failed (${outcome.errorType || outcome.result})`);
+        return { transitions: [t], stateChanged: true, counted: true };
+      }
+      phase.succeeded++;
+      if (phase.succeeded >= policy.breaker.halfOpenPermits) {
+        const reason = `${phase.succeeded} of ${policy.breaker.halfOpenPermits} probes succeeded`;
+        return { transitions: [close(breaker, nowMs, reason)], stateChanged: true, counted: true };
+      }
+      return PROBE_COUNTED;
+    }
 
-  return none;
+    case "forced-open":
+      return NONE;
+
+    case "disabled":
+      if (outcome.result === "not-counted") return NONE;
+      fill(breaker, policy, outcome, nowMs);
+      return COUNTED;
+
+    case "metrics-only": {
+      if (outcome.result === "not-counted") return NONE;
+      fill(breaker, policy, outcome, nowMs);
+      const backOffMs = backOffWaitMs(policy, outcome);
+      const trigger =
+        backOffMs > 0 ? describeBackOff(outcome, backOffMs) : describeTrigger(breaker, policy);
+      // The note goes out with the window counters (group-committed): it is not a transition.
+      if (trigger !== undefined) breaker.reason = `would open: ${trigger}`;
+      return COUNTED;
+    }
+  }
 }
 
-/** Applies a new policy revision: the window takes the new size, keeping its newest outcomes. */
+const FORCE_LABELS: Record<ForceAction, string> = {
+  "forced-open": "forced open",
+  disabled: "disabled",
+  "metrics-only": "metrics only",
+  reset: "reset",
+};
+
+/**
+ * An operator's ForceBreaker: the transition is the operator's (`actor`) and carries their
+ * `reason`. RESET returns the breaker to CLOSED with an empty window and the growing wait
+ * started over; the other actions enter their state from any state (again from itself too, so
+ * each request is one recorded transition), keeping the window, and drop any probe permits.
+ */
+export function force(
+  breaker: Breaker,
+  action: ForceAction,
+  actor: string,
+  reason: string,
+  nowMs: number,
+): Effect {
+  const figures = figuresOf(breaker, nowMs);
+  const text = `${FORCE_LABELS[action]}: ${reason}`;
+  if (action === "reset") {
+    breaker.consecutiveOpens = 0;
+    breaker.consecutiveFailures = 0;
+    breaker.window.clear();
+    breaker.forcedBy = "";
+    const t = moveTo(breaker, { kind: "closed" }, nowMs, text, figures, actor);
+    return { transitions: [t], stateChanged: true };
+  }
+  breaker.forcedBy = actor;
+  const t = moveTo(breaker, { kind: action }, nowMs, text, figures, actor);
+  return { transitions: [t], stateChanged: true };
+}
+
+/**
+ * Applies a new policy revision: the window takes the new shape, keeping its newest outcomes
+ * when the kind stays (a change between count and time windows starts an empty one).
+ */
 export function applyPolicy(breaker: Breaker, policy: PolicySpec): void {
-  breaker.window = breaker.window.resized(policy.breaker.windowSize);
+  breaker.window = reshapeWindow(breaker.window, shapeOf(policy.breaker));
   breaker.policyRevision = policy.revision;
 }

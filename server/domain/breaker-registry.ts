@@ -10,12 +10,15 @@ import {
   type CountedResult,
   createBreaker,
   type Effect,
+  type ForceAction,
+  figuresOf,
+  force,
   permitsInFlight,
   record,
   type Transition,
   tick,
 } from "./breaker-engine.ts";
-import { ResourceExhaustedError } from "./errors.ts";
+import { InvalidArgumentError, ResourceExhaustedError } from "./errors.ts";
 import type { PolicySpec } from "./policy.ts";
 import type { PolicyRegistry } from "./policy-registry.ts";
 
@@ -32,6 +35,9 @@ export interface ReportedOutcome {
   permitId: string;
   result: CountedResult;
   errorType: string;
+  latencyMs: number;
+  statusCode: number;
+  retryAfterMs: number;
   traceId: string;
   /** The application event that led to the call, if the caller named one. */
   causationId: string;
@@ -65,10 +71,14 @@ export interface BreakerView {
   failures: number;
   failureRatePercent: number;
   consecutiveFailures: number;
+  slowCalls: number;
+  slowCallRatePercent: number;
   policyRevision: number;
   changedAtMs: number;
   reason: string;
   permitsInFlight: number;
+  /** The operator who forced the current state; empty otherwise. */
+  forcedBy: string;
 }
 
 export interface AcquireAnswer {
@@ -155,7 +165,11 @@ export class BreakerRegistry {
   acquire(dependency: string, service: string, traceId: string, principal: string): AcquireAnswer {
     const policy = this.policies.require(dependency);
     const breaker = this.breakerFor(policy, service);
-    const result = acquire(breaker, policy, this.clock(), randomUUID());
+    // Only a HALF_OPEN breaker (or an OPEN one about to become it) grants a permit: the others
+    // skip making an id nobody would use.
+    const kind = breaker.phase.kind;
+    const permitId = kind === "half-open" || kind === "open" ? randomUUID() : "";
+    const result = acquire(breaker, policy, this.clock(), permitId);
     this.commit([breaker], result, { traceId, causationId: "", principal });
     return {
       decision: result.decision,
@@ -204,6 +218,39 @@ export class BreakerRegistry {
     return counted;
   }
 
+  /**
+   * An operator's ForceBreaker. `service` names the breaker of a per-service policy and must be
+   * empty for a dependency-wide one. The transition is stored before this returns, then
+   * published and audited with `principal` as its actor.
+   */
+  force(
+    dependency: string,
+    service: string,
+    action: ForceAction,
+    reason: string,
+    principal: string,
+    traceId: string,
+  ): BreakerView {
+    const policy = this.policies.require(dependency);
+    const perService = policy.breaker.scope === "service";
+    if (perService && service === "") {
+      throw new InvalidArgumentError(
+        "service",
+        `is required: the policy of ${dependency} keeps one breaker per calling service`,
+      );
+    }
+    if (!perService && service !== "") {
+      throw new InvalidArgumentError(
+        "service",
+        `must be empty: the policy of ${dependency} keeps one breaker for every service`,
+      );
+    }
+    const breaker = this.breakerFor(policy, service);
+    const effect = force(breaker, action, principal, reason, this.clock());
+    this.commit([breaker], effect, { traceId, causationId: "", principal });
+    return this.view(breaker);
+  }
+
   /** A breaker's state; one not seen yet is CLOSED and empty, and reading it creates nothing. */
   get(dependency: string, service: string): BreakerView {
     const policy = this.policies.require(dependency);
@@ -233,20 +280,20 @@ export class BreakerRegistry {
 
   private view(b: Breaker): BreakerView {
     const nowMs = this.clock();
+    // A time window's outcomes age out as the clock moves, not only when new ones arrive.
+    const figures = figuresOf(b, nowMs);
     return {
       dependency: b.dependency,
       service: b.service,
       state: b.phase.kind,
       openUntilMs: b.phase.kind === "open" ? b.phase.untilMs : 0,
       consecutiveOpens: b.consecutiveOpens,
-      calls: b.window.calls,
-      failures: b.window.failures,
-      failureRatePercent: b.window.failureRatePercent,
-      consecutiveFailures: b.consecutiveFailures,
+      ...figures,
       policyRevision: b.policyRevision,
       changedAtMs: b.changedAtMs,
       reason: b.reason,
       permitsInFlight: permitsInFlight(b, nowMs),
+      forcedBy: b.forcedBy,
     };
   }
 

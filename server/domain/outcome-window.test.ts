@@ -126,3 +126,28 @@ describe("OutcomeWindow", () => {
     });
   });
 });
+
+describe("OutcomeWindow: slow calls", () => {
+  it("counts slow outcomes and their rate, evicting them with their outcome", () => {
+    const window = new OutcomeWindow(3);
+    window.push(false, true);
+    window.push(true, true);
+    window.push(false, false);
+    expect([window.calls, window.failures, window.slowCalls]).toEqual([3, 1, 2]);
+    expect(window.slowCallRatePercent).toBeCloseTo(200 / 3, 10);
+    window.push(false, false); // evicts the first slow success
+    expect([window.calls, window.failures, window.slowCalls]).toEqual([3, 1, 1]);
+  });
+
+  it("stores slow outcomes as '2' and '3' and reads the older '0'/'1' form the same", () => {
+    const window = new OutcomeWindow(5);
+    window.push(false, true);
+    window.push(true, true);
+    window.push(true, false);
+    expect(window.serialize()).toBe("231");
+    const restored = OutcomeWindow.deserialize(5, window.serialize());
+    expect([restored.calls, restored.failures, restored.slowCalls]).toEqual([3, 2, 2]);
+    const legacy = OutcomeWindow.deserialize(5, "0110");
+    expect([legacy.calls, legacy.failures, legacy.slowCalls]).toEqual([4, 2, 0]);
+  });
+});

@@ -1,6 +1,12 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { BreakerScope, Jitter, type Policy, PolicySchema } from "../../gen/bulwark/v1/policy_pb.ts";
+import {
+  BreakerScope,
+  Jitter,
+  type Policy,
+  PolicySchema,
+  SlidingWindowKind,
+} from "../../gen/bulwark/v1/policy_pb.ts";
 import { InvalidArgumentError } from "./errors.ts";
 import type { PolicySpec } from "./policy.ts";
 import { normalizePolicy } from "./policy-validation.ts";
@@ -48,7 +54,10 @@ function messageOf(spec: PolicySpec) {
     breaker: {
       ...spec.breaker,
       scope: spec.breaker.scope === "service" ? BreakerScope.SERVICE : BreakerScope.DEPENDENCY,
+      windowKind:
+        spec.breaker.windowKind === "time" ? SlidingWindowKind.TIME : SlidingWindowKind.COUNT,
     },
+    queue: { ...spec.queue, maxAgeMs: BigInt(spec.queue.maxAgeMs) },
   });
 }
 
@@ -80,6 +89,20 @@ describe("normalizePolicy: defaults", () => {
         maxOpenWaitMs: 300_000,
         halfOpenPermits: 1,
         scope: "dependency",
+        windowKind: "count",
+        windowDurationMs: 60_000,
+        slowCallMs: 0,
+        slowCallRateThresholdPercent: 100,
+        maxRetryAfterOpenMs: 60_000,
+      },
+      queue: {
+        maxDeliveries: 5,
+        workerInitialBackoffMs: 1_000,
+        workerMaxBackoffMs: 60_000,
+        maxAgeMs: 604_800_000,
+        maxJobs: 100_000,
+        maxPayloadBytes: 65_536,
+        ackWaitMs: 30_000,
       },
       updatedAtMs: 0,
       updatedBy: "",
@@ -108,6 +131,20 @@ describe("normalizePolicy: defaults", () => {
           maxOpenWaitMs: 1_000,
           halfOpenPermits: 3,
           scope: BreakerScope.SERVICE,
+          windowKind: SlidingWindowKind.TIME,
+          windowDurationMs: 30_000,
+          slowCallMs: 1_500,
+          slowCallRateThresholdPercent: 80,
+          maxRetryAfterOpenMs: 0,
+        },
+        queue: {
+          maxDeliveries: 9,
+          workerInitialBackoffMs: 0,
+          workerMaxBackoffMs: 10,
+          maxAgeMs: 1_000n,
+          maxJobs: 1,
+          maxPayloadBytes: 1_048_576,
+          ackWaitMs: 3_600_000,
         },
       }),
     );
@@ -130,6 +167,20 @@ describe("normalizePolicy: defaults", () => {
       maxOpenWaitMs: 1_000,
       halfOpenPermits: 3,
       scope: "service",
+      windowKind: "time",
+      windowDurationMs: 30_000,
+      slowCallMs: 1_500,
+      slowCallRateThresholdPercent: 80,
+      maxRetryAfterOpenMs: 0,
+    });
+    expect(spec.queue).toEqual({
+      maxDeliveries: 9,
+      workerInitialBackoffMs: 0,
+      workerMaxBackoffMs: 10,
+      maxAgeMs: 1_000,
+      maxJobs: 1,
+      maxPayloadBytes: 1_048_576,
+      ackWaitMs: 3_600_000,
     });
   });
 
@@ -146,6 +197,12 @@ describe("normalizePolicy: defaults", () => {
     expect(scopeOf(BreakerScope.UNSPECIFIED)).toBe("dependency");
     expect(scopeOf(BreakerScope.DEPENDENCY)).toBe("dependency");
     expect(scopeOf(BreakerScope.SERVICE)).toBe("service");
+
+    const kindOf = (windowKind: SlidingWindowKind) =>
+      normalizePolicy(policyMessage({ breaker: { windowKind } })).breaker.windowKind;
+    expect(kindOf(SlidingWindowKind.UNSPECIFIED)).toBe("count");
+    expect(kindOf(SlidingWindowKind.COUNT)).toBe("count");
+    expect(kindOf(SlidingWindowKind.TIME)).toBe("time");
   });
 
   it("derives defaults that depend on other fields from them", () => {
@@ -158,6 +215,15 @@ describe("normalizePolicy: defaults", () => {
     expect(spec.retry.maxBackoffMs).toBe(5_000);
     expect(spec.breaker.minimumCalls).toBe(4);
     expect(spec.breaker.maxOpenWaitMs).toBe(600_000);
+    const queue = normalizePolicy(policyMessage({ queue: { workerInitialBackoffMs: 120_000 } }));
+    expect(queue.queue.workerMaxBackoffMs).toBe(120_000);
+  });
+
+  it("lets a time window ask for more calls than any count window holds", () => {
+    const spec = normalizePolicy(
+      policyMessage({ breaker: { windowKind: SlidingWindowKind.TIME, minimumCalls: 50_000 } }),
+    );
+    expect(spec.breaker.minimumCalls).toBe(50_000);
   });
 
   it("does not change the message it was given", () => {
@@ -203,6 +269,13 @@ describe("normalizePolicy: round trip", () => {
   it("accepts its own output again as input", () => {
     const spec = normalizePolicy(policyMessage());
     expect(normalizePolicy(messageOf(spec))).toEqual(spec);
+    const timed = normalizePolicy(
+      policyMessage({
+        breaker: { windowKind: SlidingWindowKind.TIME, slowCallMs: 2_000 },
+        queue: { maxAgeMs: 2_592_000_000n },
+      }),
+    );
+    expect(normalizePolicy(messageOf(timed))).toEqual(timed);
   });
 
   // A Get followed by a Put of the same policy must not be rejected. With a per-attempt timeout
@@ -348,6 +421,92 @@ describe("normalizePolicy: rejections", () => {
     ],
     ["an unknown scope", { breaker: { scope: 7 as BreakerScope } }, "policy.breaker.scope"],
     ["a fractional window size", { breaker: { windowSize: 2.5 } }, "policy.breaker.window_size"],
+    [
+      "an unknown window kind",
+      { breaker: { windowKind: 9 as SlidingWindowKind } },
+      "policy.breaker.window_kind",
+    ],
+    [
+      "a time window under a second",
+      { breaker: { windowDurationMs: 999 } },
+      "policy.breaker.window_duration_ms",
+    ],
+    [
+      "a time window over an hour",
+      { breaker: { windowDurationMs: 3_601_000 } },
+      "policy.breaker.window_duration_ms",
+    ],
+    [
+      "a time window of a fraction of seconds",
+      { breaker: { windowDurationMs: 1_500 } },
+      "policy.breaker.window_duration_ms",
+    ],
+    ["a negative slow-call limit", { breaker: { slowCallMs: -1 } }, "policy.breaker.slow_call_ms"],
+    [
+      "a slow-call limit above the timeout",
+      { breaker: { slowCallMs: 2_001 } },
+      "policy.breaker.slow_call_ms",
+    ],
+    [
+      "a slow-call rate threshold of 0",
+      { breaker: { slowCallRateThresholdPercent: 0 } },
+      "policy.breaker.slow_call_rate_threshold_percent",
+    ],
+    [
+      "a NaN slow-call rate threshold",
+      { breaker: { slowCallRateThresholdPercent: Number.NaN } },
+      "policy.breaker.slow_call_rate_threshold_percent",
+    ],
+    [
+      "a slow-call rate threshold of 100.5",
+      { breaker: { slowCallRateThresholdPercent: 100.5 } },
+      "policy.breaker.slow_call_rate_threshold_percent",
+    ],
+    [
+      "a negative Retry-After open cap",
+      { breaker: { maxRetryAfterOpenMs: -1 } },
+      "policy.breaker.max_retry_after_open_ms",
+    ],
+    [
+      "a Retry-After open cap over an hour",
+      { breaker: { maxRetryAfterOpenMs: 3_600_001 } },
+      "policy.breaker.max_retry_after_open_ms",
+    ],
+    [
+      "minimum_calls above a million in a time window",
+      { breaker: { windowKind: SlidingWindowKind.TIME, minimumCalls: 1_000_001 } },
+      "policy.breaker.minimum_calls",
+    ],
+    ["0 deliveries", { queue: { maxDeliveries: 0 } }, "policy.queue.max_deliveries"],
+    ["101 deliveries", { queue: { maxDeliveries: 101 } }, "policy.queue.max_deliveries"],
+    [
+      "a negative worker back-off",
+      { queue: { workerInitialBackoffMs: -1 } },
+      "policy.queue.worker_initial_backoff_ms",
+    ],
+    [
+      "a worker back-off cap below the initial back-off",
+      { queue: { workerInitialBackoffMs: 5_000, workerMaxBackoffMs: 4_999 } },
+      "policy.queue.worker_max_backoff_ms",
+    ],
+    [
+      "a worker back-off cap over an hour",
+      { queue: { workerMaxBackoffMs: 3_600_001 } },
+      "policy.queue.worker_max_backoff_ms",
+    ],
+    ["a job age under a second", { queue: { maxAgeMs: 999n } }, "policy.queue.max_age_ms"],
+    ["a job age over 30 days", { queue: { maxAgeMs: 2_592_000_001n } }, "policy.queue.max_age_ms"],
+    ["a negative job age", { queue: { maxAgeMs: -1n } }, "policy.queue.max_age_ms"],
+    ["0 jobs", { queue: { maxJobs: 0 } }, "policy.queue.max_jobs"],
+    ["10 000 001 jobs", { queue: { maxJobs: 10_000_001 } }, "policy.queue.max_jobs"],
+    ["an empty payload cap", { queue: { maxPayloadBytes: 0 } }, "policy.queue.max_payload_bytes"],
+    [
+      "a payload cap over 1 MiB",
+      { queue: { maxPayloadBytes: 1_048_577 } },
+      "policy.queue.max_payload_bytes",
+    ],
+    ["an ack wait under a second", { queue: { ackWaitMs: 999 } }, "policy.queue.ack_wait_ms"],
+    ["an ack wait over an hour", { queue: { ackWaitMs: 3_600_001 } }, "policy.queue.ack_wait_ms"],
   ])("rejects %s", (_what, init, field) => {
     expect(rejectedField(init)).toBe(field);
   });
@@ -361,5 +520,12 @@ describe("normalizePolicy: rejections", () => {
     expect(rejectedField({ breaker: { failureRateThresholdPercent: 0.1 } })).toBeUndefined();
     expect(rejectedField({ breaker: { windowSize: 10, minimumCalls: 10 } })).toBeUndefined();
     expect(rejectedField({ retry: { initialBackoffMs: 500, maxBackoffMs: 500 } })).toBeUndefined();
+    expect(rejectedField({ breaker: { windowDurationMs: 1_000 } })).toBeUndefined();
+    expect(rejectedField({ breaker: { windowDurationMs: 3_600_000 } })).toBeUndefined();
+    expect(rejectedField({ breaker: { slowCallMs: 2_000 } })).toBeUndefined();
+    expect(rejectedField({ breaker: { slowCallRateThresholdPercent: 100 } })).toBeUndefined();
+    expect(rejectedField({ breaker: { maxRetryAfterOpenMs: 3_600_000 } })).toBeUndefined();
+    expect(rejectedField({ queue: { maxDeliveries: 1, maxJobs: 10_000_000 } })).toBeUndefined();
+    expect(rejectedField({ queue: { maxAgeMs: 1_000n, ackWaitMs: 1_000 } })).toBeUndefined();
   });
 });

@@ -1,5 +1,5 @@
 import type { Policy } from "../../gen/bulwark/v1/policy_pb.ts";
-import { BreakerScope, Jitter } from "../../gen/bulwark/v1/policy_pb.ts";
+import { BreakerScope, Jitter, SlidingWindowKind } from "../../gen/bulwark/v1/policy_pb.ts";
 import { InvalidArgumentError } from "./errors.ts";
 import { assertName } from "./names.ts";
 import {
@@ -14,16 +14,35 @@ import {
   DEFAULT_MAX_BACKOFF_MS,
   DEFAULT_MAX_OPEN_WAIT_MS,
   DEFAULT_MAX_RETRY_AFTER_MS,
+  DEFAULT_MAX_RETRY_AFTER_OPEN_MS,
   DEFAULT_MINIMUM_CALLS,
   DEFAULT_OPEN_WAIT_MS,
   DEFAULT_OPEN_WAIT_MULTIPLIER,
+  DEFAULT_QUEUE_ACK_WAIT_MS,
+  DEFAULT_QUEUE_MAX_AGE_MS,
+  DEFAULT_QUEUE_MAX_DELIVERIES,
+  DEFAULT_QUEUE_MAX_JOBS,
+  DEFAULT_QUEUE_MAX_PAYLOAD_BYTES,
+  DEFAULT_SLOW_CALL_MS,
+  DEFAULT_SLOW_CALL_RATE_THRESHOLD_PERCENT,
+  DEFAULT_WINDOW_DURATION_MS,
+  DEFAULT_WINDOW_KIND,
   DEFAULT_WINDOW_SIZE,
+  DEFAULT_WORKER_INITIAL_BACKOFF_MS,
+  DEFAULT_WORKER_MAX_BACKOFF_MS,
   type JitterMode,
   MAX_DEFAULT_DEADLINE_MS,
   type PolicySpec,
+  type QueueSpec,
+  type WindowKind,
 } from "./policy.ts";
 
 const HOUR_MS = 3_600_000;
+const SECOND_MS = 1_000;
+/** Thirty days: the longest a deferred job may wait (JetStream keeps it that long at most). */
+const MAX_QUEUE_AGE_MS = 30 * 24 * HOUR_MS;
+/** A time window may need more calls than any count window holds before it judges. */
+const MAX_TIME_WINDOW_MINIMUM_CALLS = 1_000_000;
 /** Longest explicit deadline: ten minutes, or one attempt's timeout when that is longer. */
 const MAX_DEADLINE_MS = 10 * 60_000;
 
@@ -67,6 +86,78 @@ function jitterOf(value: Jitter): JitterMode {
     default:
       throw new InvalidArgumentError("policy.retry.jitter", `unknown value ${value}`);
   }
+}
+
+function windowKindOf(value: SlidingWindowKind): WindowKind {
+  switch (value) {
+    case SlidingWindowKind.UNSPECIFIED:
+      return DEFAULT_WINDOW_KIND;
+    case SlidingWindowKind.COUNT:
+      return "count";
+    case SlidingWindowKind.TIME:
+      return "time";
+    default:
+      throw new InvalidArgumentError("policy.breaker.window_kind", `unknown value ${value}`);
+  }
+}
+
+/** An int64 milliseconds field: an integer in [min, max], or the default when unset. */
+function int64(field: string, value: bigint | undefined, min: number, max: number, dflt: number) {
+  if (value === undefined) return dflt;
+  if (value < BigInt(min) || value > BigInt(max)) {
+    throw new InvalidArgumentError(field, `must be an integer in [${min}, ${max}]; got ${value}`);
+  }
+  return Number(value);
+}
+
+/** The queue settings of a policy, with defaults (ranges in proto/bulwark/v1/policy.proto). */
+function normalizeQueue(q: Policy["queue"]): QueueSpec {
+  const workerInitialBackoffMs = int(
+    "policy.queue.worker_initial_backoff_ms",
+    q?.workerInitialBackoffMs,
+    0,
+    HOUR_MS,
+    DEFAULT_WORKER_INITIAL_BACKOFF_MS,
+  );
+  return {
+    maxDeliveries: int(
+      "policy.queue.max_deliveries",
+      q?.maxDeliveries,
+      1,
+      100,
+      DEFAULT_QUEUE_MAX_DELIVERIES,
+    ),
+    workerInitialBackoffMs,
+    workerMaxBackoffMs: int(
+      "policy.queue.worker_max_backoff_ms",
+      q?.workerMaxBackoffMs,
+      workerInitialBackoffMs,
+      HOUR_MS,
+      Math.max(DEFAULT_WORKER_MAX_BACKOFF_MS, workerInitialBackoffMs),
+    ),
+    maxAgeMs: int64(
+      "policy.queue.max_age_ms",
+      q?.maxAgeMs,
+      SECOND_MS,
+      MAX_QUEUE_AGE_MS,
+      DEFAULT_QUEUE_MAX_AGE_MS,
+    ),
+    maxJobs: int("policy.queue.max_jobs", q?.maxJobs, 1, 10_000_000, DEFAULT_QUEUE_MAX_JOBS),
+    maxPayloadBytes: int(
+      "policy.queue.max_payload_bytes",
+      q?.maxPayloadBytes,
+      1,
+      1_048_576,
+      DEFAULT_QUEUE_MAX_PAYLOAD_BYTES,
+    ),
+    ackWaitMs: int(
+      "policy.queue.ack_wait_ms",
+      q?.ackWaitMs,
+      SECOND_MS,
+      HOUR_MS,
+      DEFAULT_QUEUE_ACK_WAIT_MS,
+    ),
+  };
 }
 
 function scopeOf(value: BreakerScope): BreakerScopeMode {
@@ -166,14 +257,31 @@ export function normalizePolicy(input: Policy | undefined): PolicySpec {
     HOUR_MS,
     DEFAULT_OPEN_WAIT_MS,
   );
+  const windowKind = windowKindOf(b?.windowKind ?? SlidingWindowKind.UNSPECIFIED);
+  const windowDurationMs = int(
+    "policy.breaker.window_duration_ms",
+    b?.windowDurationMs,
+    SECOND_MS,
+    HOUR_MS,
+    DEFAULT_WINDOW_DURATION_MS,
+  );
+  // The time window keeps one-second buckets: a fraction of a second could not be honoured.
+  if (windowDurationMs % SECOND_MS !== 0) {
+    throw new InvalidArgumentError(
+      "policy.breaker.window_duration_ms",
+      `must be a whole number of seconds; got ${windowDurationMs}`,
+    );
+  }
+  // A count window cannot hold more calls than its size; a time window holds any number.
+  const maxMinimumCalls = windowKind === "count" ? windowSize : MAX_TIME_WINDOW_MINIMUM_CALLS;
   const breaker = {
     windowSize,
     minimumCalls: int(
       "policy.breaker.minimum_calls",
       b?.minimumCalls,
       1,
-      windowSize,
-      Math.min(DEFAULT_MINIMUM_CALLS, windowSize),
+      maxMinimumCalls,
+      Math.min(DEFAULT_MINIMUM_CALLS, maxMinimumCalls),
     ),
     failureRateThresholdPercent: real(
       "policy.breaker.failure_rate_threshold_percent",
@@ -213,7 +321,32 @@ export function normalizePolicy(input: Policy | undefined): PolicySpec {
       DEFAULT_HALF_OPEN_PERMITS,
     ),
     scope: scopeOf(b?.scope ?? BreakerScope.UNSPECIFIED),
+    windowKind,
+    windowDurationMs,
+    slowCallMs: int(
+      "policy.breaker.slow_call_ms",
+      b?.slowCallMs,
+      0,
+      timeoutMs,
+      DEFAULT_SLOW_CALL_MS,
+    ),
+    slowCallRateThresholdPercent: real(
+      "policy.breaker.slow_call_rate_threshold_percent",
+      b?.slowCallRateThresholdPercent,
+      0,
+      100,
+      DEFAULT_SLOW_CALL_RATE_THRESHOLD_PERCENT,
+      true,
+    ),
+    maxRetryAfterOpenMs: int(
+      "policy.breaker.max_retry_after_open_ms",
+      b?.maxRetryAfterOpenMs,
+      0,
+      HOUR_MS,
+      DEFAULT_MAX_RETRY_AFTER_OPEN_MS,
+    ),
   };
+  const queue = normalizeQueue(input.queue);
 
   // The default deadline is the whole retry budget: every attempt may use its full timeout and
   // every back-off its cap.
@@ -235,6 +368,7 @@ export function normalizePolicy(input: Policy | undefined): PolicySpec {
     deadlineMs,
     retry,
     breaker,
+    queue,
     updatedAtMs: 0,
     updatedBy: "",
   };

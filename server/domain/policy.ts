@@ -9,6 +9,9 @@ export type JitterMode = "full" | "decorrelated" | "none";
 /** Which callers share one breaker. */
 export type BreakerScopeMode = "dependency" | "service";
 
+/** What the failure-rate and slow-call-rate triggers look at: the last N calls or the last T ms. */
+export type WindowKind = "count" | "time";
+
 export interface RetrySpec {
   maxAttempts: number;
   initialBackoffMs: number;
@@ -29,6 +32,25 @@ export interface BreakerSpec {
   maxOpenWaitMs: number;
   halfOpenPermits: number;
   scope: BreakerScopeMode;
+  windowKind: WindowKind;
+  /** Length of a time window; a whole number of seconds. Kept (unused) for count windows. */
+  windowDurationMs: number;
+  /** A counted call slower than this is slow; 0 turns the slow-call trigger off. */
+  slowCallMs: number;
+  slowCallRateThresholdPercent: number;
+  /** Cap of the open time a Retry-After answer sets; 0 turns the back-off signal off. */
+  maxRetryAfterOpenMs: number;
+}
+
+/** How deferrable work waits in the dependency's work queue and when it is dead-lettered. */
+export interface QueueSpec {
+  maxDeliveries: number;
+  workerInitialBackoffMs: number;
+  workerMaxBackoffMs: number;
+  maxAgeMs: number;
+  maxJobs: number;
+  maxPayloadBytes: number;
+  ackWaitMs: number;
 }
 
 export interface PolicySpec {
@@ -40,6 +62,7 @@ export interface PolicySpec {
   deadlineMs: number;
   retry: RetrySpec;
   breaker: BreakerSpec;
+  queue: QueueSpec;
   updatedAtMs: number;
   updatedBy: string;
 }
@@ -74,3 +97,39 @@ export const DEFAULT_MAX_OPEN_WAIT_MS = 300_000;
 export const DEFAULT_HALF_OPEN_PERMITS = 1;
 /** A call that takes longer than a minute in total is no longer an interactive call. */
 export const MAX_DEFAULT_DEADLINE_MS = 60_000;
+/** Count windows are the simplest to reason about and need no clock. */
+export const DEFAULT_WINDOW_KIND: WindowKind = "count";
+/** A minute holds enough calls of a busy dependency and forgets an outage soon after it ends. */
+export const DEFAULT_WINDOW_DURATION_MS = 60_000;
+/** Off by default: what counts as slow depends on the dependency, so a policy must say it. */
+export const DEFAULT_SLOW_CALL_MS = 0;
+/** Once a policy sets a slow-call limit, only a window of nothing but slow calls opens. */
+export const DEFAULT_SLOW_CALL_RATE_THRESHOLD_PERCENT = 100;
+/** A minute: longer Retry-After values are capped so the fleet probes again within a minute. */
+export const DEFAULT_MAX_RETRY_AFTER_OPEN_MS = 60_000;
+
+/** Five deliveries ride out a short outage without keeping a poisoned job forever. */
+export const DEFAULT_QUEUE_MAX_DELIVERIES = 5;
+/** A second gives a dependency that just failed a moment before the job is tried again. */
+export const DEFAULT_WORKER_INITIAL_BACKOFF_MS = 1_000;
+/** Redelivering at least once a minute keeps deferred work moving once the dependency is back. */
+export const DEFAULT_WORKER_MAX_BACKOFF_MS = 60_000;
+/** A week covers a weekend outage; older work is usually no longer wanted. */
+export const DEFAULT_QUEUE_MAX_AGE_MS = 7 * 24 * 3_600_000;
+/** Bounds the stream's storage while holding hours of a busy service's deferred calls. */
+export const DEFAULT_QUEUE_MAX_JOBS = 100_000;
+/** 64 KiB holds a chat request with its context; larger payloads belong in object storage. */
+export const DEFAULT_QUEUE_MAX_PAYLOAD_BYTES = 65_536;
+/** Thirty seconds covers one attempt of most calls before JetStream hands the job to another. */
+export const DEFAULT_QUEUE_ACK_WAIT_MS = 30_000;
+
+/** The queue settings a policy gets when it names none. */
+export const DEFAULT_QUEUE: Readonly<QueueSpec> = Object.freeze({
+  maxDeliveries: DEFAULT_QUEUE_MAX_DELIVERIES,
+  workerInitialBackoffMs: DEFAULT_WORKER_INITIAL_BACKOFF_MS,
+  workerMaxBackoffMs: DEFAULT_WORKER_MAX_BACKOFF_MS,
+  maxAgeMs: DEFAULT_QUEUE_MAX_AGE_MS,
+  maxJobs: DEFAULT_QUEUE_MAX_JOBS,
+  maxPayloadBytes: DEFAULT_QUEUE_MAX_PAYLOAD_BYTES,
+  ackWaitMs: DEFAULT_QUEUE_ACK_WAIT_MS,
+});

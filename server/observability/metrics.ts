@@ -54,13 +54,22 @@ const TIMED_RESULTS: ReadonlySet<string> = new Set(["success", "failure", "timeo
 const KNOWN_RESULTS: ReadonlySet<string> = new Set(OUTCOME_RESULTS);
 
 /** A breaker's state as named by the domain. */
-export type BreakerStateName = "closed" | "open" | "half-open";
+export type BreakerStateName =
+  | "closed"
+  | "open"
+  | "half-open"
+  | "forced-open"
+  | "disabled"
+  | "metrics-only";
 
 /** Value of `bulwark_breaker_state` per state; fixed, since dashboards and alerts compare them. */
 export const BREAKER_STATE_VALUES: Readonly<Record<BreakerStateName, number>> = {
   closed: 0,
   open: 1,
   "half-open": 2,
+  "forced-open": 3,
+  disabled: 4,
+  "metrics-only": 5,
 };
 
 /** Decision of one Acquire: the `decision` label of `bulwark_acquire_total`. */
@@ -97,8 +106,18 @@ export interface ServerMetricsOptions {
 
 const MS_PER_SECOND = 1000;
 
-/** Severity order for the overflow breaker series: open is the state an alert must not miss. */
-const STATE_SEVERITY: readonly BreakerStateName[] = ["closed", "half-open", "open"];
+/**
+ * Severity order for the overflow breaker series: open (by the breaker or an operator) is the
+ * state an alert must not miss; the states that let every call through rank lowest.
+ */
+const STATE_SEVERITY: readonly BreakerStateName[] = [
+  "closed",
+  "disabled",
+  "metrics-only",
+  "half-open",
+  "open",
+  "forced-open",
+];
 
 function pairKey(dependency: string, service: string): string {
   return `${dependency}\u0000${service}`;
@@ -178,7 +197,7 @@ export class ServerMetrics {
     });
     this.breakerState = new Gauge({
       name: "bulwark_breaker_state",
-      help: "Breaker state: 0 closed, 1 open, 2 half-open.",
+      help: "Breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled, 5 metrics only.",
       labelNames: ["dependency", "service"],
       registers,
       collect: () => this.fillBreakerStates(),
@@ -257,7 +276,8 @@ export class ServerMetrics {
   /**
    * Rebuilds the state gauge from the callback at scrape time, so a breaker that is gone loses
    * its series. Breakers past the limit share one `_other` series holding the most severe of
-   * their states (open over half-open over closed), so an alert on open still fires.
+   * their states (forced open over open over half-open over the rest), so an alert on open still
+   * fires.
    */
   private fillBreakerStates(): void {
     const samples = this.breakers();

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import {
   AcquireDecision,
   type BreakerService,
@@ -22,6 +22,7 @@ import { callInfo } from "./call-context.ts";
 import {
   RESULTS,
   validateAcquire,
+  validateForceBreaker,
   validateGetBreaker,
   validateListTransitions,
   validateReport,
@@ -60,8 +61,18 @@ export function breakerService(
 ): ServiceImpl<typeof BreakerService> {
   let watchers = 0;
   return {
-    forceBreaker() {
-      throw new ConnectError("ForceBreaker is not served yet", Code.Unimplemented);
+    forceBreaker(req, ctx) {
+      const { dependency, service, action, reason } = validateForceBreaker(req);
+      const info = callInfo(ctx);
+      const view = breakers.force(
+        dependency,
+        service,
+        action,
+        reason,
+        info.principal,
+        info.traceId,
+      );
+      return { breaker: breakerToWire(view) };
     },
     acquire(req, ctx) {
       validateAcquire(req);

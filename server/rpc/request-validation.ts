@@ -5,12 +5,14 @@
  * is stored before validation has passed for the whole request, batches included.
  */
 import type { AppendRequest, QueryRequest } from "../../gen/bulwark/v1/audit_pb.ts";
-import type {
-  AcquireRequest,
-  GetBreakerRequest,
-  ListTransitionsRequest,
-  ReportRequest,
-  WatchRequest,
+import {
+  type AcquireRequest,
+  type ForceBreakerRequest,
+  type GetBreakerRequest,
+  type ListTransitionsRequest,
+  type ReportRequest,
+  type WatchRequest,
+  ForceAction as WireForceAction,
 } from "../../gen/bulwark/v1/breaker_pb.ts";
 import { OutcomeResult } from "../../gen/bulwark/v1/breaker_types_pb.ts";
 import type {
@@ -20,7 +22,7 @@ import type {
 } from "../../gen/bulwark/v1/policy_pb.ts";
 import type { AppendInput } from "../audit/audit-log.ts";
 import type { AuditQuery } from "../audit/audit-store.ts";
-import type { CountedResult } from "../domain/breaker-engine.ts";
+import type { CountedResult, ForceAction } from "../domain/breaker-engine.ts";
 import type { ReportedOutcome } from "../domain/breaker-registry.ts";
 import { InvalidArgumentError } from "../domain/errors.ts";
 import { assertName, quoted } from "../domain/names.ts";
@@ -45,6 +47,16 @@ const MAX_ATTEMPT = 1_000;
 /** A day: the longest latency or Retry-After an outcome may carry. */
 const MAX_DURATION_MS = 86_400_000;
 const TRACE_ID = /^[0-9a-f]{32}$/;
+/** Length cap of a ForceBreaker reason: a sentence or two for the audit log, not a document. */
+export const MAX_FORCE_REASON_LENGTH = 512;
+
+/** ForceBreaker actions as the domain names them. */
+const FORCE_ACTIONS: Record<number, ForceAction | undefined> = {
+  [WireForceAction.FORCED_OPEN]: "forced-open",
+  [WireForceAction.DISABLED]: "disabled",
+  [WireForceAction.METRICS_ONLY]: "metrics-only",
+  [WireForceAction.RESET]: "reset",
+};
 
 /** Each known outcome result: its name (metrics, logs) and how the breaker counts it. */
 export const RESULTS: Record<number, { name: string; counted: CountedResult } | undefined> = {
@@ -167,10 +179,45 @@ export function validateReport(req: ReportRequest): ReportedOutcome[] {
       permitId: text(`${at}.permit_id`, o.permitId, MAX_ID_LENGTH),
       result,
       errorType: text(`${at}.error_type`, o.errorType, MAX_ID_LENGTH),
+      latencyMs: o.latencyMs,
+      statusCode: o.statusCode,
+      retryAfterMs: o.retryAfterMs,
       traceId: text(`${at}.trace_id`, o.traceId, MAX_ID_LENGTH),
       causationId: text(`${at}.causation_id`, o.causationId, MAX_ID_LENGTH),
     };
   });
+}
+
+/**
+ * The request's form only: whether `service` must be set depends on the policy's scope, which
+ * the registry checks (still before anything changes).
+ */
+export function validateForceBreaker(req: ForceBreakerRequest): {
+  dependency: string;
+  service: string;
+  action: ForceAction;
+  reason: string;
+} {
+  assertName("dependency", req.dependency);
+  service("service", req.service, false);
+  const action = FORCE_ACTIONS[req.action];
+  if (action === undefined) {
+    throw new InvalidArgumentError(
+      "action",
+      req.action === WireForceAction.UNSPECIFIED
+        ? "is required"
+        : `must be a known action; got ${req.action}`,
+    );
+  }
+  if (req.reason.trim() === "") throw new InvalidArgumentError("reason", "is required");
+  const length = [...req.reason].length;
+  if (length > MAX_FORCE_REASON_LENGTH) {
+    throw new InvalidArgumentError(
+      "reason",
+      `must be at most ${MAX_FORCE_REASON_LENGTH} characters; got ${length}`,
+    );
+  }
+  return { dependency: req.dependency, service: req.service, action, reason: req.reason };
 }
 
 export function validateGetBreaker(req: GetBreakerRequest): {

@@ -1,6 +1,7 @@
 /**
  * Roles and what each may call (DESIGN §10). Readers see; services also act on the data path
- * (Acquire, Report, audit Append); admins may do everything, including changing policies.
+ * (Acquire, Report, audit Append); admins may do everything, including changing policies and
+ * forcing breakers.
  */
 export type Role = "reader" | "service" | "admin";
 
@@ -30,6 +31,7 @@ const REQUIRED: Record<string, Role | "none"> = {
   "bulwark.v1.BreakerService/ListBreakers": "reader",
   "bulwark.v1.BreakerService/ListTransitions": "reader",
   "bulwark.v1.BreakerService/Watch": "reader",
+  "bulwark.v1.BreakerService/ForceBreaker": "admin",
   "bulwark.v1.AuditService/Append": "service",
   "bulwark.v1.AuditService/Query": "reader",
   "bulwark.v1.AuditService/Verify": "reader",

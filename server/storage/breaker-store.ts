@@ -1,5 +1,11 @@
-import type { Breaker, BreakerPhase, Permit, Transition } from "../domain/breaker-engine.ts";
-import { OutcomeWindow } from "../domain/outcome-window.ts";
+import type {
+  Breaker,
+  BreakerPhase,
+  ForcedStateName,
+  Permit,
+  Transition,
+} from "../domain/breaker-engine.ts";
+import { restoreWindow, type WindowShape } from "../domain/sliding-window.ts";
 import type { Db } from "./database.ts";
 
 /** A transition as stored, with its sequence number. */
@@ -11,14 +17,20 @@ interface StoredBody {
   phase:
     | { kind: "closed" }
     | { kind: "open"; untilMs: number }
-    | { kind: "half-open"; permits: [string, Permit][]; succeeded: number };
+    | { kind: "half-open"; permits: [string, Permit][]; succeeded: number }
+    | { kind: ForcedStateName };
+  /** Size of a count window; for a time window its length in ms (see windowKind). */
   windowSize: number;
+  /** Absent in rows written before time windows existed: a count window. */
+  windowKind?: WindowShape["kind"];
   window: string;
   consecutiveFailures: number;
   consecutiveOpens: number;
   changedAtMs: number;
   reason: string;
   policyRevision: number;
+  /** Absent in rows written before forced states existed. */
+  forcedBy?: string;
 }
 
 interface BreakerRow {
@@ -41,19 +53,25 @@ interface TransitionRow {
   consecutive_failures: number;
   policy_revision: number;
   open_until_ms: number;
+  slow_calls: number;
+  slow_call_rate_percent: number;
+  actor: string;
 }
 
 function bodyOf(b: Breaker): StoredBody {
   const p = b.phase;
+  const shape = b.window.shape;
   return {
     phase: p.kind === "half-open" ? { ...p, permits: [...p.permits] } : p,
-    windowSize: b.window.size,
+    windowSize: shape.kind === "count" ? shape.size : shape.durationMs,
+    windowKind: shape.kind,
     window: b.window.serialize(),
     consecutiveFailures: b.consecutiveFailures,
     consecutiveOpens: b.consecutiveOpens,
     changedAtMs: b.changedAtMs,
     reason: b.reason,
     policyRevision: b.policyRevision,
+    forcedBy: b.forcedBy,
   };
 }
 
@@ -65,12 +83,18 @@ function breakerOf(row: BreakerRow): Breaker {
     dependency: row.dependency,
     service: row.service,
     phase,
-    window: OutcomeWindow.deserialize(body.windowSize, body.window),
+    window: restoreWindow(
+      body.windowKind === "time"
+        ? { kind: "time", durationMs: body.windowSize }
+        : { kind: "count", size: body.windowSize },
+      body.window,
+    ),
     consecutiveFailures: body.consecutiveFailures,
     consecutiveOpens: body.consecutiveOpens,
     changedAtMs: body.changedAtMs,
     reason: body.reason,
     policyRevision: body.policyRevision,
+    forcedBy: body.forcedBy ?? "",
   };
 }
 
@@ -88,9 +112,12 @@ function transitionOf(r: TransitionRow): StoredTransition {
       failures: r.failures,
       failureRatePercent: r.failure_rate_percent,
       consecutiveFailures: r.consecutive_failures,
+      slowCalls: r.slow_calls,
+      slowCallRatePercent: r.slow_call_rate_percent,
     },
     policyRevision: r.policy_revision,
     openUntilMs: r.open_until_ms,
+    actor: r.actor,
   };
 }
 
@@ -109,8 +136,9 @@ export class BreakerStore {
     );
     this.insertTransition = db.prepare(
       `INSERT INTO transitions (dependency, service, from_state, to_state, at_ms, reason, calls,
-         failures, failure_rate_percent, consecutive_failures, policy_revision, open_until_ms)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         failures, failure_rate_percent, consecutive_failures, policy_revision, open_until_ms,
+         slow_calls, slow_call_rate_percent, actor)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.selectAll = db.prepare<[], BreakerRow>("SELECT dependency, service, body FROM breakers");
     this.selectTransitions = db.prepare<[string, string, number, number], TransitionRow>(
@@ -156,6 +184,9 @@ export class BreakerStore {
             t.window.consecutiveFailures,
             t.policyRevision,
             t.openUntilMs,
+            t.window.slowCalls,
+            t.window.slowCallRatePercent,
+            t.actor,
           );
           return { ...t, sequence: Number(info.lastInsertRowid) };
         });

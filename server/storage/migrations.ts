@@ -51,4 +51,11 @@ export const MIGRATIONS: readonly string[] = [
     started_at_ms INTEGER NOT NULL
   );
   `,
+  `
+  -- Slow-call figures and the actor of each transition: the operator for a forced state, the
+  -- server ('bulwark') for its own decisions, which is what every earlier transition was.
+  ALTER TABLE transitions ADD COLUMN slow_calls INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE transitions ADD COLUMN slow_call_rate_percent REAL NOT NULL DEFAULT 0;
+  ALTER TABLE transitions ADD COLUMN actor TEXT NOT NULL DEFAULT 'bulwark';
+  `,
 ];

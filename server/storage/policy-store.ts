@@ -1,5 +1,14 @@
 import { FailedPreconditionError, NotFoundError } from "../domain/errors.ts";
-import type { PolicySpec } from "../domain/policy.ts";
+import {
+  DEFAULT_MAX_RETRY_AFTER_OPEN_MS,
+  DEFAULT_QUEUE,
+  DEFAULT_SLOW_CALL_MS,
+  DEFAULT_SLOW_CALL_RATE_THRESHOLD_PERCENT,
+  DEFAULT_WINDOW_DURATION_MS,
+  DEFAULT_WINDOW_KIND,
+  type PolicySpec,
+  type QueueSpec,
+} from "../domain/policy.ts";
 import type { Db } from "./database.ts";
 
 interface PolicyRow {
@@ -10,16 +19,40 @@ interface PolicyRow {
   updated_by: string;
 }
 
+/** JSON with object keys sorted, so equal settings give equal text whatever their key order. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
+  );
+}
+
 /** The stored form of a policy's settings: everything but revision, time and author. */
 function bodyOf(spec: PolicySpec): string {
   const { revision: _r, updatedAtMs: _u, updatedBy: _b, ...body } = spec;
-  return JSON.stringify(body);
+  return canonicalJson(body);
 }
 
+/** A stored policy: rows written by earlier versions lack the settings added since. */
+type StoredSpec = Omit<PolicySpec, "queue"> & { queue?: Partial<QueueSpec> };
+
 function fromRow(row: PolicyRow): PolicySpec {
-  const spec = JSON.parse(row.spec) as PolicySpec;
+  const spec = JSON.parse(row.spec) as StoredSpec;
+  const stored: Partial<PolicySpec["breaker"]> = spec.breaker;
   return {
     ...spec,
+    // Settings added after a policy was stored read back with their defaults, so the stored
+    // policy and the same policy put again compare equal.
+    breaker: {
+      windowKind: DEFAULT_WINDOW_KIND,
+      windowDurationMs: DEFAULT_WINDOW_DURATION_MS,
+      slowCallMs: DEFAULT_SLOW_CALL_MS,
+      slowCallRateThresholdPercent: DEFAULT_SLOW_CALL_RATE_THRESHOLD_PERCENT,
+      maxRetryAfterOpenMs: DEFAULT_MAX_RETRY_AFTER_OPEN_MS,
+      ...stored,
+    } as PolicySpec["breaker"],
+    queue: { ...DEFAULT_QUEUE, ...spec.queue },
     revision: row.revision,
     updatedAtMs: row.updated_at_ms,
     updatedBy: row.updated_by,

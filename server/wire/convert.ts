@@ -12,11 +12,17 @@ import {
   BreakerTransitionSchema,
 } from "../../gen/bulwark/v1/breaker_types_pb.ts";
 import { type Event, EventSchema } from "../../gen/bulwark/v1/event_pb.ts";
-import { BreakerScope, Jitter, type Policy, PolicySchema } from "../../gen/bulwark/v1/policy_pb.ts";
+import {
+  BreakerScope,
+  Jitter,
+  type Policy,
+  PolicySchema,
+  SlidingWindowKind,
+} from "../../gen/bulwark/v1/policy_pb.ts";
 import type { AuditRecordRow } from "../audit/audit-store.ts";
 import type { BreakerStateName } from "../domain/breaker-engine.ts";
 import type { BreakerView } from "../domain/breaker-registry.ts";
-import type { JitterMode, PolicySpec } from "../domain/policy.ts";
+import type { JitterMode, PolicySpec, WindowKind } from "../domain/policy.ts";
 import type { DomainEvent } from "../events/domain-event.ts";
 import type { StoredTransition } from "../storage/breaker-store.ts";
 
@@ -26,10 +32,18 @@ const JITTER: Record<JitterMode, Jitter> = {
   none: Jitter.NONE,
 };
 
+const WINDOW_KIND: Record<WindowKind, SlidingWindowKind> = {
+  count: SlidingWindowKind.COUNT,
+  time: SlidingWindowKind.TIME,
+};
+
 const STATE: Record<BreakerStateName, BreakerState> = {
   closed: BreakerState.CLOSED,
   open: BreakerState.OPEN,
   "half-open": BreakerState.HALF_OPEN,
+  "forced-open": BreakerState.FORCED_OPEN,
+  disabled: BreakerState.DISABLED,
+  "metrics-only": BreakerState.METRICS_ONLY,
 };
 
 export function stateToWire(state: BreakerStateName): BreakerState {
@@ -50,7 +64,9 @@ export function policyToWire(p: PolicySpec): Policy {
     breaker: {
       ...p.breaker,
       scope: p.breaker.scope === "service" ? BreakerScope.SERVICE : BreakerScope.DEPENDENCY,
+      windowKind: WINDOW_KIND[p.breaker.windowKind],
     },
+    queue: { ...p.queue, maxAgeMs: BigInt(p.queue.maxAgeMs) },
     updatedAtUnixMs: BigInt(p.updatedAtMs),
     updatedBy: p.updatedBy,
   });
@@ -68,11 +84,14 @@ export function breakerToWire(v: BreakerView): BreakerStatus {
       failures: v.failures,
       failureRatePercent: v.failureRatePercent,
       consecutiveFailures: v.consecutiveFailures,
+      slowCalls: v.slowCalls,
+      slowCallRatePercent: v.slowCallRatePercent,
     },
     policyRevision: BigInt(v.policyRevision),
     changedAtUnixMs: BigInt(v.changedAtMs),
     reason: v.reason,
     permitsInFlight: v.permitsInFlight,
+    forcedBy: v.forcedBy,
   });
 }
 
@@ -88,6 +107,7 @@ export function transitionToWire(t: StoredTransition): BreakerTransition {
     window: t.window,
     policyRevision: BigInt(t.policyRevision),
     openUntilUnixMs: BigInt(t.openUntilMs),
+    actor: t.actor,
   });
 }
 

@@ -75,7 +75,7 @@ export type AcquireResponse = Message<"bulwark.v1.AcquireResponse"> & {
 
   /**
    * With REJECT: when the breaker will let a probe through (Unix milliseconds); 0 when unknown,
-   * for example while other probes are in flight.
+   * for example while other probes are in flight or while an operator holds it FORCED_OPEN.
    *
    * @generated from field: int64 retry_at_unix_ms = 3;
    */
@@ -530,7 +530,9 @@ export const BreakerService: GenService<{
   /**
    * ForceBreaker puts a breaker into an operator-chosen state (admin only): FORCED_OPEN,
    * DISABLED or METRICS_ONLY hold until another ForceBreaker; RESET returns it to CLOSED with an
-   * empty window. Durable and audited with the caller before it returns; survives a restart.
+   * empty window. Any action is taken from any state (again from itself too) and is one
+   * transition whose actor is the caller. Durable, published and audited with the caller before
+   * it returns; survives a restart. NOT_FOUND when the dependency has no policy.
    *
    * @generated from rpc bulwark.v1.BreakerService.ForceBreaker
    */

@@ -281,12 +281,16 @@ export type Outcome = Message<"bulwark.v1.Outcome"> & {
   statusCode: number;
 
   /**
+   * How long the attempt took; above the policy's slow_call_ms the call counts as slow.
+   *
    * @generated from field: int32 latency_ms = 8;
    */
   latencyMs: number;
 
   /**
-   * Retry-After sent by the dependency, in milliseconds, when it sent one.
+   * Retry-After sent by the dependency, in milliseconds, when it sent one. With a FAILURE of
+   * status 429 or 503 it opens the breaker for the whole fleet (the policy's
+   * max_retry_after_open_ms).
    *
    * @generated from field: int32 retry_after_ms = 9;
    */
@@ -359,7 +363,7 @@ export enum BreakerState {
 
   /**
    * Set by an operator: every attempt is allowed and no trigger evaluates outcomes (forced
-   * closed).
+   * closed). Outcomes still fill the window, so its figures show what the dependency does.
    *
    * @generated from enum value: BREAKER_STATE_DISABLED = 5;
    */

@@ -197,8 +197,9 @@ export type BreakerSettings = Message<"bulwark.v1.BreakerSettings"> & {
   windowSize?: number | undefined;
 
   /**
-   * Outcomes the window must hold before any trigger may open the breaker, 1..window_size.
-   * Default 10.
+   * Outcomes the window must hold before the rate and run triggers may open the breaker,
+   * 1..window_size for a count window, 1..1000000 for a time window. Default 10 (at most
+   * window_size). The back-off signal does not wait for it.
    *
    * @generated from field: optional int32 minimum_calls = 2;
    */
@@ -286,7 +287,8 @@ export type BreakerSettings = Message<"bulwark.v1.BreakerSettings"> & {
   /**
    * A failure carrying Retry-After (429 or 503) opens the breaker for the whole fleet until that
    * time, capped at this many milliseconds, 0..3600000; 0 turns the back-off signal off.
-   * Default 60000.
+   * Default 60000. While OPEN, a later Retry-After time extends the open time; in HALF_OPEN a
+   * probe that gets one reopens the breaker until then.
    *
    * @generated from field: optional int32 max_retry_after_open_ms = 14;
    */
