@@ -63,7 +63,46 @@ export async function spawnServerProcess(
   dbPath: string,
   port = 0,
   extraArgs: string[] = [],
+  /**
+   * quiet: the server logs at warn and its output is not collected (for benchmarks, where
+   * parsing one log line per RPC would load the measuring process); readiness is then told by
+   * its port accepting connections.
+   */
+  options: { quiet?: boolean } = {},
 ): Promise<ServerProcess> {
+  if (options.quiet) {
+    const quietPort = port === 0 ? await freePort() : port;
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        join(ROOT, "server/main.ts"),
+        "--db",
+        dbPath,
+        "--port",
+        String(quietPort),
+        "--metrics-port",
+        "off",
+        "--log-level",
+        "warn",
+        ...extraArgs,
+      ],
+      { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] },
+    );
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    await waitForPort(quietPort, 30_000);
+    return {
+      url: `http://127.0.0.1:${quietPort}`,
+      port: quietPort,
+      child,
+      logs: [],
+      async kill(signal = "SIGTERM") {
+        if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+        await exited;
+      },
+    };
+  }
   const child = spawn(
     process.execPath,
     [
