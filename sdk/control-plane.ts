@@ -1,20 +1,24 @@
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AcquireDecision, BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
-import type { Outcome } from "../gen/bulwark/v1/breaker_types_pb.ts";
+import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
+import type { CountedResult } from "../server/domain/breaker-engine.ts";
 import { ControlPlaneError, PolicyNotFoundError } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
+import { FleetState } from "./fleet-state.ts";
+import { LocalBreakers } from "./local-breakers.ts";
+import { NatsFollower } from "./nats-follower.ts";
+import type { NatsLink } from "./nats-link.ts";
 import { type CallPolicy, callPolicyFromWire, localPolicy } from "./policy.ts";
-import { Reporter } from "./reporter.ts";
+import { reconnectDelayMs } from "./reconnect.ts";
+import { type OutcomeFields, Reporter } from "./reporter.ts";
+import { WatchFollower } from "./watch-follower.ts";
 
 /** Header the SDK names its service with (see the server's call context). */
 const PRINCIPAL_HEADER = "x-bulwark-principal";
-/** A cached policy is refreshed in the background once it is this old. */
+/** A cached policy is refreshed in the background once it is this old (when not followed). */
 export const POLICY_REFRESH_MS = 5_000;
-/** First and longest wait before the SDK tries an unreachable control plane again. */
-export const RECONNECT_BASE_MS = 100;
-export const RECONNECT_MAX_MS = 5_000;
 /**
  * How long a HALF_OPEN rejection is assumed to hold when the server cannot be asked: probes
  * usually settle within seconds, after which calls should flow again.
@@ -22,13 +26,30 @@ export const RECONNECT_MAX_MS = 5_000;
 const LOCAL_HALF_OPEN_HOLD_MS = 5_000;
 /** A Report that has not been answered in this time counts as failed and is sent again later. */
 const REPORT_TIMEOUT_MS = 2_000;
+/** A listing (ListPolicies + ListBreakers) taking longer than this is tried again. */
+const LIST_TIMEOUT_MS = 2_000;
+/**
+ * With NATS configured, how long the SDK waits for NATS before it follows the Watch stream as
+ * well: long enough for a healthy NATS to answer, short enough that a dead one costs little.
+ */
+export const NATS_FALLBACK_AFTER_MS = 1_000;
 
-/** How one attempt was admitted. */
+/**
+ * How one attempt was admitted: by the server (`allow`, `probe`), from the fleet's followed
+ * state without asking (`fleet`), or by the local breaker while the fleet cannot be followed
+ * (`local`, with a local probe permit when it is HALF_OPEN).
+ */
 export type Admission =
   | { kind: "allow" }
   | { kind: "probe"; permitId: string }
-  | { kind: "local" }
+  | { kind: "fleet" }
+  | { kind: "local"; permitId: string }
   | { kind: "reject"; retryAtMs: number };
+
+/** Shared admissions: the fast path allocates none. */
+const FLEET: Admission = { kind: "fleet" };
+const LOCAL: Admission = { kind: "local", permitId: "" };
+const FORCED_OPEN: Admission = { kind: "reject", retryAtMs: 0 };
 
 type Reachability =
   | { kind: "connected" }
@@ -46,8 +67,18 @@ export interface ControlPlaneOptions {
   acquireTimeoutMs: number;
   token: string | undefined;
   ca: string | Buffer | undefined;
+  /** Ask the server before every attempt instead of deciding from the followed state. */
+  strict: boolean;
+  /** The NATS link to follow events on; the Watch stream alone when undefined. */
+  nats: NatsLink | undefined;
   events: EventEmitter;
 }
+
+const COUNTED: Record<number, CountedResult> = {
+  [OutcomeResult.SUCCESS]: "success",
+  [OutcomeResult.FAILURE]: "failure",
+  [OutcomeResult.TIMEOUT]: "timeout",
+};
 
 /** Certificate errors of Node's TLS: the control plane is reachable but not trusted. */
 const TLS_TRUST_CODES = new Set([
@@ -103,19 +134,31 @@ function isUnreachable(err: unknown): boolean {
 }
 
 /**
- * The SDK's side of the control plane: policies (cached), Acquire, batched Report, and the
- * decision to go on locally while the server cannot be reached, retrying it with jittered,
- * growing waits.
+ * The SDK's side of the control plane. It follows the fleet's policies and breakers (NATS when
+ * configured, the Watch stream otherwise or while NATS is down) and admits attempts from that
+ * state without a round trip while the breaker is CLOSED; only HALF_OPEN (and OPEN past its
+ * time) asks the server for a permit, and `strict` asks every time. Outcomes go out in batches.
+ * While the fleet cannot be followed or told (control plane or event source down), a local
+ * breaker running the server's engine on the last known policy decides, and the server is
+ * retried with jittered, growing waits; once back, the state is listed again.
  */
 export class ControlPlane {
   private readonly policyClient: Client<typeof PolicyService>;
   private readonly breakerClient: Client<typeof BreakerService>;
+  /** Policies read with GetPolicy, for dependencies the followed state does not hold yet. */
   private readonly policies = new Map<string, CachedPolicy>();
   /** Per dependency, until when the server's last answer said the breaker rejects. */
   private readonly lastRejectUntil = new Map<string, number>();
   private readonly headers: Record<string, string>;
   private reachability: Reachability = { kind: "connected" };
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private readonly watch: WatchFollower;
+  private readonly natsFollower: NatsFollower | undefined;
+  private natsFallbackTimer: NodeJS.Timeout | undefined;
+  private readonly localBreakers = new LocalBreakers();
+  private closed = false;
+  private readyWaiters: (() => void)[] = [];
+  readonly state = new FleetState();
   readonly reporter: Reporter;
 
   constructor(private readonly options: ControlPlaneOptions) {
@@ -157,14 +200,114 @@ export class ControlPlane {
       },
       (count, total) => options.events.emit({ type: "report-dropped", count, totalDropped: total }),
     );
+    this.watch = new WatchFollower(this.breakerClient, this.headers, this.state, (live, err) =>
+      this.onSourceStatus("watch", live, err),
+    );
+    if (options.nats === undefined) {
+      this.watch.start();
+    } else {
+      this.natsFollower = new NatsFollower(
+        options.nats,
+        () => this.list(),
+        this.state,
+        (live, err) => this.onSourceStatus("nats", live, err),
+      );
+      this.natsFollower.start();
+      this.armNatsFallback();
+    }
   }
 
   get connected(): boolean {
     return this.reachability.kind === "connected";
   }
 
+  /** The followed state is current: a source is live and the control plane hears our reports. */
+  get fleetLive(): boolean {
+    return (
+      this.state.synced &&
+      this.reachability.kind === "connected" &&
+      (this.watch.live || this.natsFollower?.live === true)
+    );
+  }
+
+  /** Resolves once the fleet's state has been received and is followed (see Bulwark.ready). */
+  ready(): Promise<void> {
+    if (this.fleetLive || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.readyWaiters.push(resolve));
+  }
+
+  private onSourceStatus(source: "nats" | "watch", live: boolean, err: unknown): void {
+    const error = err === undefined ? undefined : err instanceof Error ? err.message : String(err);
+    this.options.events.emit({
+      type: "event-source",
+      source,
+      status: live ? "live" : "lost",
+      ...(error === undefined ? {} : { error }),
+    });
+    if (source === "watch") {
+      // The snapshot is an answer from the control plane; a broken stream may be an outage.
+      if (live) this.markConnected();
+      else if (err !== undefined && isUnreachable(err) && !this.closed) this.markUnreachable(err);
+    }
+    if (source === "nats") {
+      if (live) {
+        if (this.natsFallbackTimer !== undefined) clearTimeout(this.natsFallbackTimer);
+        this.natsFallbackTimer = undefined;
+        // NATS carries the events again; the second source is no longer needed.
+        void this.stopWatchFallback();
+      } else {
+        this.armNatsFallback();
+      }
+    }
+    this.checkReady();
+  }
+
+  /** Follows Watch as well if NATS is not live within NATS_FALLBACK_AFTER_MS. */
+  private armNatsFallback(): void {
+    if (this.closed || this.natsFallbackTimer !== undefined) return;
+    this.natsFallbackTimer = setTimeout(() => {
+      this.natsFallbackTimer = undefined;
+      if (!this.closed && this.natsFollower?.live !== true) this.watch.start();
+    }, NATS_FALLBACK_AFTER_MS);
+    this.natsFallbackTimer.unref();
+  }
+
+  private watchStopping: Promise<void> | undefined;
+  private async stopWatchFallback(): Promise<void> {
+    if (!this.watch.started || this.watchStopping !== undefined) return;
+    this.watchStopping = this.watch.close();
+    await this.watchStopping;
+    this.watchStopping = undefined;
+  }
+
+  private checkReady(): void {
+    if (!this.fleetLive || this.readyWaiters.length === 0) return;
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private async list() {
+    const [p, b] = await Promise.all([
+      this.policyClient.listPolicies({}, { timeoutMs: LIST_TIMEOUT_MS, headers: this.headers }),
+      this.breakerClient.listBreakers({}, { timeoutMs: LIST_TIMEOUT_MS, headers: this.headers }),
+    ]).catch((err: unknown) => {
+      if (isUnreachable(err)) this.markUnreachable(err);
+      throw err;
+    });
+    this.markConnected();
+    return { policies: p.policies, breakers: b.breakers };
+  }
+
+  /** The dependency's policy without waiting, when the followed state holds it. */
+  policyNow(dependency: string): CallPolicy | undefined {
+    return this.state.policy(dependency)?.call;
+  }
+
   /** The dependency's policy: cached, refreshed in the background, local while unreachable. */
   async policy(dependency: string): Promise<CallPolicy> {
+    const followed = this.state.policy(dependency);
+    if (followed !== undefined) return followed.call;
     const cached = this.policies.get(dependency);
     if (cached !== undefined) {
       if (Date.now() - cached.fetchedAtMs > POLICY_REFRESH_MS && !cached.refreshing) {
@@ -208,16 +351,51 @@ export class ControlPlane {
   }
 
   /**
-   * Decides without the server from the last answer it gave for the dependency: while that
-   * answer said the breaker is open, attempts are rejected until the time it named; otherwise
-   * they go out. A known shortcoming: outcomes seen meanwhile do not open a local breaker.
+   * The admission decided without a round trip, or undefined when the server must be asked
+   * (strict mode, HALF_OPEN, OPEN past its time, or no state received yet).
+   */
+  admitFast(dependency: string): Admission | undefined {
+    if (this.options.strict) return undefined;
+    if (!this.fleetLive) return this.state.synced ? this.decideLocally(dependency) : undefined;
+    if (this.localBreakers.size > 0) this.localBreakers.clear();
+    const breaker = this.state.breakerFor(dependency, this.options.service);
+    if (breaker === undefined) return FLEET;
+    switch (breaker.state) {
+      case "closed":
+      case "disabled":
+      case "metrics-only":
+        return FLEET;
+      case "forced-open":
+        return FORCED_OPEN;
+      case "open":
+        return Date.now() < breaker.openUntilMs
+          ? { kind: "reject", retryAtMs: breaker.openUntilMs }
+          : undefined;
+      default:
+        return undefined;
+    }
+  }
+
+  /**
+   * Decides without the server. With a known policy, the local breaker decides (the server's
+   * engine, seeded with the last known fleet state). Without one, the last answer the server
+   * gave decides: while it said the breaker is open, attempts are rejected until the time it
+   * named; otherwise they go out.
    */
   private decideLocally(dependency: string): Admission {
+    const policy = this.state.policy(dependency);
+    const nowMs = Date.now();
+    if (policy !== undefined) {
+      const seed = this.state.breakerFor(dependency, this.options.service);
+      const decision = this.localBreakers.admit(policy, seed, nowMs);
+      if (decision.kind === "reject") return decision;
+      return decision.permitId === "" ? LOCAL : { kind: "local", permitId: decision.permitId };
+    }
     const openUntilMs = this.lastRejectUntil.get(dependency);
-    if (openUntilMs !== undefined && Date.now() < openUntilMs) {
+    if (openUntilMs !== undefined && nowMs < openUntilMs) {
       return { kind: "reject", retryAtMs: openUntilMs };
     }
-    return { kind: "local" };
+    return LOCAL;
   }
 
   /** Asks the server whether an attempt may go out; decides locally when it cannot be asked. */
@@ -250,8 +428,8 @@ export class ControlPlane {
           return { kind: "probe", permitId: res.permitId };
         default: {
           const retryAtMs = Number(res.retryAtUnixMs);
-          // While probes are in flight the server names no time: hold off for one open wait's
-          // worth of the attempt timeout, after which the local decision lets calls through.
+          // While probes are in flight the server names no time: hold off for a while, after
+          // which the local decision lets calls through.
           const untilMs = retryAtMs > 0 ? retryAtMs : Date.now() + LOCAL_HALF_OPEN_HOLD_MS;
           this.lastRejectUntil.set(dependency, untilMs);
           return { kind: "reject", retryAtMs };
@@ -270,15 +448,36 @@ export class ControlPlane {
     }
   }
 
-  report(outcome: Omit<Outcome, "$typeName" | "$unknown">): void {
+  /** Queues the outcome for the server; while deciding locally, the local breaker counts it. */
+  report(outcome: OutcomeFields, admission: Admission): void {
     this.reporter.add(outcome);
+    if (admission.kind === "local" && this.localBreakers.size > 0) {
+      this.localBreakers.record(
+        outcome.dependency,
+        COUNTED[outcome.result] ?? "not-counted",
+        admission.permitId,
+        outcome.errorType,
+        Date.now(),
+      );
+    }
   }
 
-  /** Sends every queued outcome (as far as the server can be reached). */
+  /** Stops following, then sends every queued outcome (as far as the server can be reached). */
   async close(): Promise<void> {
+    this.closed = true;
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    if (this.natsFallbackTimer !== undefined) clearTimeout(this.natsFallbackTimer);
+    this.natsFollower?.close();
+    await this.watch.close();
+    this.checkReadyOnClose();
     this.reporter.resume();
     await this.reporter.settle();
+  }
+
+  private checkReadyOnClose(): void {
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
   private mayTry(): boolean {
@@ -293,14 +492,16 @@ export class ControlPlane {
     this.reconnectTimer = undefined;
     this.options.events.emit({ type: "control-plane", status: "connected" });
     this.reporter.resume();
+    // What changed while the server could not be heard is listed again (Watch resyncs by itself
+    // with its snapshot when its stream is opened again).
+    this.natsFollower?.resync();
+    this.checkReady();
   }
 
   private markUnreachable(err: unknown): void {
     const previous = this.reachability;
     const failures = previous.kind === "unreachable" ? previous.failures + 1 : 1;
-    // Full jitter over a growing cap spreads a fleet's reconnects after a restart.
-    const capMs = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (failures - 1));
-    const waitMs = Math.round(capMs / 2 + (Math.random() * capMs) / 2);
+    const waitMs = reconnectDelayMs(failures);
     const error = err instanceof Error ? err.message : String(err);
     this.reachability = { kind: "unreachable", failures, retryAtMs: Date.now() + waitMs, error };
     if (previous.kind === "connected") {
@@ -308,6 +509,7 @@ export class ControlPlane {
     }
     // Queued outcomes are retried on this schedule even when no call comes along.
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    if (this.closed) return;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       this.reporter.resume();
