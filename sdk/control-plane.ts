@@ -128,6 +128,10 @@ function isUnreachable(err: unknown): boolean {
     err.code === Code.DeadlineExceeded ||
     err.code === Code.Canceled ||
     err.code === Code.Unknown ||
+    // A connection reset mid-call (ECONNRESET) surfaces as Aborted: the server went away. A
+    // Report cut off this way may have been counted already and is sent again: outcomes are
+    // delivered at least once, so a crash can count a batch twice.
+    err.code === Code.Aborted ||
     err.code === Code.Internal ||
     err.code === Code.ResourceExhausted
   );
