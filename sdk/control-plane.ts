@@ -6,7 +6,7 @@ import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import type { CountedResult } from "../server/domain/breaker-engine.ts";
 import { ControlPlaneError, PolicyNotFoundError } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
-import { FleetState } from "./fleet-state.ts";
+import { FleetState, type FollowedBreaker } from "./fleet-state.ts";
 import { LocalBreakers } from "./local-breakers.ts";
 import { NatsFollower } from "./nats-follower.ts";
 import type { NatsLink } from "./nats-link.ts";
@@ -50,6 +50,34 @@ export type Admission =
 const FLEET: Admission = { kind: "fleet" };
 const LOCAL: Admission = { kind: "local", permitId: "" };
 const FORCED_OPEN: Admission = { kind: "reject", retryAtMs: 0 };
+
+/**
+ * The admission the followed state of a breaker gives without asking the server, or undefined
+ * when only the server can decide: CLOSED, DISABLED and METRICS_ONLY admit; OPEN rejects until
+ * its time and FORCED_OPEN until an operator resets it; HALF_OPEN (and OPEN past its time, which
+ * the server is about to move to HALF_OPEN) needs a permit. A breaker the server does not hold
+ * yet is CLOSED.
+ */
+export function admitFromFleet(
+  breaker: FollowedBreaker | undefined,
+  nowMs: number,
+): Admission | undefined {
+  if (breaker === undefined) return FLEET;
+  switch (breaker.state) {
+    case "closed":
+    case "disabled":
+    case "metrics-only":
+      return FLEET;
+    case "forced-open":
+      return FORCED_OPEN;
+    case "open":
+      return nowMs < breaker.openUntilMs
+        ? { kind: "reject", retryAtMs: breaker.openUntilMs }
+        : undefined;
+    default:
+      return undefined;
+  }
+}
 
 type Reachability =
   | { kind: "connected" }
@@ -362,22 +390,7 @@ export class ControlPlane {
     if (this.options.strict) return undefined;
     if (!this.fleetLive) return this.state.synced ? this.decideLocally(dependency) : undefined;
     if (this.localBreakers.size > 0) this.localBreakers.clear();
-    const breaker = this.state.breakerFor(dependency, this.options.service);
-    if (breaker === undefined) return FLEET;
-    switch (breaker.state) {
-      case "closed":
-      case "disabled":
-      case "metrics-only":
-        return FLEET;
-      case "forced-open":
-        return FORCED_OPEN;
-      case "open":
-        return Date.now() < breaker.openUntilMs
-          ? { kind: "reject", retryAtMs: breaker.openUntilMs }
-          : undefined;
-      default:
-        return undefined;
-    }
+    return admitFromFleet(this.state.breakerFor(dependency, this.options.service), Date.now());
   }
 
   /**
