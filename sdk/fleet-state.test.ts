@@ -27,19 +27,13 @@ function policy(dependency: string, revision: number, minimumCalls = 2): Policy 
   });
 }
 
-function transition(
-  sequence: number,
-  to: BreakerState,
-  atMs: number,
-  extra: Partial<BreakerTransition> = {},
-): BreakerTransition {
+function transition(sequence: number, to: BreakerState, atMs: number): BreakerTransition {
   return create(BreakerTransitionSchema, {
     sequence: BigInt(sequence),
     dependency: "dep",
     to,
     atUnixMs: BigInt(atMs),
     openUntilUnixMs: to === BreakerState.OPEN ? BigInt(atMs + 1_000) : 0n,
-    ...extra,
   });
 }
 
