@@ -50,6 +50,8 @@ export type Admission =
 const FLEET: Admission = { kind: "fleet" };
 const LOCAL: Admission = { kind: "local", permitId: "" };
 const FORCED_OPEN: Admission = { kind: "reject", retryAtMs: 0 };
+/** A rejection while the fleet probes and the server cannot be asked. */
+const HOLD: Admission = { kind: "reject", retryAtMs: 0 };
 
 /**
  * The admission the followed state of a breaker gives without asking the server, or undefined
@@ -81,7 +83,14 @@ export function admitFromFleet(
 
 type Reachability =
   | { kind: "connected" }
-  | { kind: "unreachable"; failures: number; retryAtMs: number; error: string };
+  | {
+      kind: "unreachable";
+      failures: number;
+      retryAtMs: number;
+      error: string;
+      /** When the control plane stopped answering (Unix ms). */
+      sinceMs: number;
+    };
 
 interface CachedPolicy {
   policy: CallPolicy;
@@ -404,6 +413,14 @@ export class ControlPlane {
     const nowMs = Date.now();
     if (policy !== undefined) {
       const seed = this.state.breakerFor(dependency, this.options.service);
+      // The fleet is probing (or about to): another instance may hold the permit. While that
+      // is recent news, hold off rather than probe without a permit; after LOCAL_HALF_OPEN_HOLD_MS
+      // of not hearing from the server, the local breaker probes on its own.
+      if (seed !== undefined && admitFromFleet(seed, nowMs) === undefined) {
+        const r = this.reachability;
+        const sinceMs = r.kind === "unreachable" ? r.sinceMs : nowMs;
+        if (nowMs - Math.max(sinceMs, seed.changedAtMs) < LOCAL_HALF_OPEN_HOLD_MS) return HOLD;
+      }
       const decision = this.localBreakers.admit(policy, seed, nowMs);
       if (decision.kind === "reject") return decision;
       return decision.permitId === "" ? LOCAL : { kind: "local", permitId: decision.permitId };
@@ -425,8 +442,9 @@ export class ControlPlane {
     if (!this.mayTry()) return this.decideLocally(dependency);
     // One budget for the whole admission, however it is spent.
     const deadlineMs = Date.now() + this.options.acquireTimeoutMs;
-    // The server must have counted this instance's earlier outcomes before it decides.
-    if (this.reporter.busy) {
+    // In strict mode the server must have counted this instance's earlier outcomes before it
+    // decides. Otherwise only HALF_OPEN asks, where only probes count: no need to wait.
+    if (this.options.strict && this.reporter.busy) {
       await Promise.race([this.reporter.settle(), delay(this.options.acquireTimeoutMs)]);
     }
     const remainingMs = deadlineMs - Date.now();
@@ -508,6 +526,8 @@ export class ControlPlane {
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     this.options.events.emit({ type: "control-plane", status: "connected" });
+    // The fleet decides again; a later outage starts its local breakers afresh.
+    this.localBreakers.clear();
     this.reporter.resume();
     // What changed while the server could not be heard is listed again (Watch resyncs by itself
     // with its snapshot when its stream is opened again).
@@ -520,7 +540,15 @@ export class ControlPlane {
     const failures = previous.kind === "unreachable" ? previous.failures + 1 : 1;
     const waitMs = reconnectDelayMs(failures);
     const error = err instanceof Error ? err.message : String(err);
-    this.reachability = { kind: "unreachable", failures, retryAtMs: Date.now() + waitMs, error };
+    const nowMs = Date.now();
+    const sinceMs = previous.kind === "unreachable" ? previous.sinceMs : nowMs;
+    this.reachability = {
+      kind: "unreachable",
+      failures,
+      retryAtMs: nowMs + waitMs,
+      error,
+      sinceMs,
+    };
     if (previous.kind === "connected") {
       this.options.events.emit({ type: "control-plane", status: "unreachable", error });
     }

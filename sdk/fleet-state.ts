@@ -175,11 +175,8 @@ export class FleetState {
       listedBreakers.add(key);
       const known = this.breakers.get(key);
       const listed = breakerFromStatus(s);
-      if (known !== undefined && sameBreaker(known, listed)) {
-        listed.sequence = known.sequence;
-        this.setBreaker(key, listed);
-        continue;
-      }
+      // Unchanged: the held object stays (its sequence, and the local breaker seeded from it).
+      if (known !== undefined && sameBreaker(known, listed)) continue;
       this.setBreaker(key, listed);
       this.emit({ kind: "breaker", breaker: listed, from: known?.state, origin: "resync" });
     }

@@ -26,6 +26,8 @@ interface LocalBreaker {
   spec: PolicySpec;
   /** An operator's forced state, which the engine does not decide on. */
   forced: "forced-open" | "disabled" | "metrics-only" | undefined;
+  /** The fleet state it started from; a newer one starts it afresh. */
+  seed: FollowedBreaker | undefined;
 }
 
 /** The decision that lets every attempt through (shared: the allow path allocates nothing). */
@@ -93,7 +95,9 @@ export class LocalBreakers {
     nowMs: number,
   ): LocalBreaker | undefined {
     const known = this.breakers.get(policy.dependency);
-    if (known !== undefined && known.spec.revision === policy.revision) return known;
+    if (known !== undefined && known.spec.revision === policy.revision && known.seed === seed) {
+      return known;
+    }
     const spec = specOf(policy);
     if (spec === undefined) return undefined;
     const breaker = createBreaker(policy.dependency, "", spec, nowMs);
@@ -115,7 +119,7 @@ export class LocalBreakers {
       default:
         break;
     }
-    const local: LocalBreaker = { breaker, spec, forced };
+    const local: LocalBreaker = { breaker, spec, forced, seed };
     this.breakers.set(policy.dependency, local);
     return local;
   }

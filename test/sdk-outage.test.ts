@@ -3,7 +3,14 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
-import { type Bulwark, type BulwarkEvent, createBulwark, type FleetEvent } from "../sdk/index.ts";
+import {
+  type Bulwark,
+  type BulwarkEvent,
+  createBulwark,
+  type FleetEvent,
+  isCircuitOpenError,
+  isRetriesExhaustedError,
+} from "../sdk/index.ts";
 import {
   clientsFor,
   type ServerProcess,
@@ -113,6 +120,34 @@ describe("control plane SIGKILLed under load", () => {
     expect(callsAtEnd - callsAtRestart).toBeGreaterThanOrEqual(Math.min(made - madeAtKill, 9_000));
     upstream.server.close();
   }, 40_000);
+});
+
+describe("the local breaker", () => {
+  it("opens on the last known policy while the control plane is down", async () => {
+    const first = await spawnServerProcess(join(tmp.dir, "local.db"));
+    processes.push(first);
+    const dependency = "outage.local";
+    await clientsFor(first.url).policies.putPolicy({
+      policy: testPolicy(dependency, { breaker: { windowSize: 10, minimumCalls: 4 } }),
+    });
+    const b = createBulwark({ url: first.url, service: "local-svc" });
+    sdks.push(b);
+    await b.ready();
+    await first.kill("SIGKILL");
+    expect(await waitFor(() => !b.followingFleet)).toBe(true);
+    let called = 0;
+    const failing = async () => {
+      called++;
+      throw Object.assign(new Error("upstream down"), { status: 503 });
+    };
+    // The policy's rules, run locally: four failures meet minimumCalls at 100 %.
+    for (let i = 0; i < 4; i++) {
+      expect(isRetriesExhaustedError(await b.call(dependency, failing).catch((e) => e))).toBe(true);
+    }
+    const rejected = await b.call(dependency, failing).catch((e: unknown) => e);
+    expect(isCircuitOpenError(rejected)).toBe(true);
+    expect(called).toBe(4);
+  }, 20_000);
 });
 
 describe("events across a control-plane restart", () => {
