@@ -4,16 +4,17 @@ import { AcquireDecision, BreakerService } from "../gen/bulwark/v1/breaker_pb.ts
 import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import type { CountedResult } from "../server/domain/breaker-engine.ts";
-import { ControlPlaneError, PolicyNotFoundError } from "./errors.ts";
+import { type Admission, admitFromFleet, HOLD, LOCAL } from "./admission.ts";
+import { isUnreachable, refused } from "./control-plane-errors.ts";
+import { PolicyNotFoundError } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
-import { FleetState, type FollowedBreaker } from "./fleet-state.ts";
+import { FleetFollower } from "./fleet-follower.ts";
+import { FleetState } from "./fleet-state.ts";
 import { LocalBreakers } from "./local-breakers.ts";
-import { NatsFollower } from "./nats-follower.ts";
 import type { NatsLink } from "./nats-link.ts";
 import { type CallPolicy, callPolicyFromWire, localPolicy } from "./policy.ts";
 import { reconnectDelayMs } from "./reconnect.ts";
 import { type OutcomeFields, Reporter } from "./reporter.ts";
-import { WatchFollower } from "./watch-follower.ts";
 
 /** Header the SDK names its service with (see the server's call context). */
 const PRINCIPAL_HEADER = "x-bulwark-principal";
@@ -28,59 +29,6 @@ const LOCAL_HALF_OPEN_HOLD_MS = 5_000;
 const REPORT_TIMEOUT_MS = 2_000;
 /** A listing (ListPolicies + ListBreakers) taking longer than this is tried again. */
 const LIST_TIMEOUT_MS = 2_000;
-/**
- * With NATS configured, how long the SDK waits for NATS before it follows the Watch stream as
- * well: long enough for a healthy NATS to answer, short enough that a dead one costs little.
- */
-export const NATS_FALLBACK_AFTER_MS = 1_000;
-
-/**
- * How one attempt was admitted: by the server (`allow`, `probe`), from the fleet's followed
- * state without asking (`fleet`), or by the local breaker while the fleet cannot be followed
- * (`local`, with a local probe permit when it is HALF_OPEN).
- */
-export type Admission =
-  | { kind: "allow" }
-  | { kind: "probe"; permitId: string }
-  | { kind: "fleet" }
-  | { kind: "local"; permitId: string }
-  | { kind: "reject"; retryAtMs: number };
-
-/** Shared admissions: the fast path allocates none. */
-const FLEET: Admission = { kind: "fleet" };
-const LOCAL: Admission = { kind: "local", permitId: "" };
-const FORCED_OPEN: Admission = { kind: "reject", retryAtMs: 0 };
-/** A rejection while the fleet probes and the server cannot be asked. */
-const HOLD: Admission = { kind: "reject", retryAtMs: 0 };
-
-/**
- * The admission the followed state of a breaker gives without asking the server, or undefined
- * when only the server can decide: CLOSED, DISABLED and METRICS_ONLY admit; OPEN rejects until
- * its time and FORCED_OPEN until an operator resets it; HALF_OPEN (and OPEN past its time, which
- * the server is about to move to HALF_OPEN) needs a permit. A breaker the server does not hold
- * yet is CLOSED.
- */
-export function admitFromFleet(
-  breaker: FollowedBreaker | undefined,
-  nowMs: number,
-): Admission | undefined {
-  if (breaker === undefined) return FLEET;
-  switch (breaker.state) {
-    case "closed":
-    case "disabled":
-    case "metrics-only":
-      return FLEET;
-    case "forced-open":
-      return FORCED_OPEN;
-    case "open":
-      return nowMs < breaker.openUntilMs
-        ? { kind: "reject", retryAtMs: breaker.openUntilMs }
-        : undefined;
-    default:
-      return undefined;
-  }
-}
-
 type Reachability =
   | { kind: "connected" }
   | {
@@ -117,63 +65,6 @@ const COUNTED: Record<number, CountedResult> = {
   [OutcomeResult.TIMEOUT]: "timeout",
 };
 
-/** Certificate errors of Node's TLS: the control plane is reachable but not trusted. */
-const TLS_TRUST_CODES = new Set([
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "CERT_HAS_EXPIRED",
-  "CERT_NOT_YET_VALID",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-]);
-
-/** The TLS trust failure in an error's cause chain, if there is one. */
-function tlsTrustFailure(err: unknown): string | undefined {
-  let current: unknown = err;
-  for (let depth = 0; depth < 6 && typeof current === "object" && current !== null; depth++) {
-    const code = (current as { code?: unknown }).code;
-    if (typeof code === "string" && TLS_TRUST_CODES.has(code)) {
-      return `${code}: ${(current as Error).message}`;
-    }
-    current = (current as { cause?: unknown }).cause;
-  }
-  return undefined;
-}
-
-/** The error for a control plane that answered but refused, or is not trusted. */
-function refused(what: string, err: unknown): ControlPlaneError {
-  const tls = tlsTrustFailure(err);
-  return new ControlPlaneError(
-    tls === undefined
-      ? `${what}: ${(err as Error).message}`
-      : `the control plane's TLS certificate is not trusted (${tls}); pass its CA as options.ca`,
-    err,
-  );
-}
-
-/**
- * Errors that mean "the control plane cannot be reached now", not "it said no". A certificate
- * the SDK does not trust is not an outage but a configuration mistake, and is not one of them.
- */
-function isUnreachable(err: unknown): boolean {
-  if (tlsTrustFailure(err) !== undefined) return false;
-  if (!(err instanceof ConnectError)) return true;
-  return (
-    err.code === Code.Unavailable ||
-    err.code === Code.DeadlineExceeded ||
-    err.code === Code.Canceled ||
-    err.code === Code.Unknown ||
-    // A connection reset mid-call (ECONNRESET) surfaces as Aborted: the server went away. A
-    // Report cut off this way may have been counted already and is sent again: outcomes are
-    // delivered at least once, so a crash can count a batch twice.
-    err.code === Code.Aborted ||
-    err.code === Code.Internal ||
-    err.code === Code.ResourceExhausted
-  );
-}
-
 /**
  * The SDK's side of the control plane. It follows the fleet's policies and breakers (NATS when
  * configured, the Watch stream otherwise or while NATS is down) and admits attempts from that
@@ -193,9 +84,7 @@ export class ControlPlane {
   private readonly headers: Record<string, string>;
   private reachability: Reachability = { kind: "connected" };
   private reconnectTimer: NodeJS.Timeout | undefined;
-  private readonly watch: WatchFollower;
-  private readonly natsFollower: NatsFollower | undefined;
-  private natsFallbackTimer: NodeJS.Timeout | undefined;
+  private readonly follower: FleetFollower;
   private readonly localBreakers = new LocalBreakers();
   private closed = false;
   private readyWaiters: (() => void)[] = [];
@@ -241,21 +130,15 @@ export class ControlPlane {
       },
       (count, total) => options.events.emit({ type: "report-dropped", count, totalDropped: total }),
     );
-    this.watch = new WatchFollower(this.breakerClient, this.headers, this.state, (live, err) =>
-      this.onSourceStatus("watch", live, err),
+    this.follower = new FleetFollower(
+      this.breakerClient,
+      this.headers,
+      this.state,
+      options.nats,
+      () => this.list(),
+      (source, live, err) => this.onSourceStatus(source, live, err),
     );
-    if (options.nats === undefined) {
-      this.watch.start();
-    } else {
-      this.natsFollower = new NatsFollower(
-        options.nats,
-        () => this.list(),
-        this.state,
-        (live, err) => this.onSourceStatus("nats", live, err),
-      );
-      this.natsFollower.start();
-      this.armNatsFallback();
-    }
+    this.follower.start();
   }
 
   get connected(): boolean {
@@ -264,11 +147,7 @@ export class ControlPlane {
 
   /** The followed state is current: a source is live and the control plane hears our reports. */
   get fleetLive(): boolean {
-    return (
-      this.state.synced &&
-      this.reachability.kind === "connected" &&
-      (this.watch.live || this.natsFollower?.live === true)
-    );
+    return this.state.synced && this.reachability.kind === "connected" && this.follower.live;
   }
 
   /** Resolves once the fleet's state has been received and is followed (see Bulwark.ready). */
@@ -290,35 +169,7 @@ export class ControlPlane {
       if (live) this.markConnected();
       else if (err !== undefined && isUnreachable(err) && !this.closed) this.markUnreachable(err);
     }
-    if (source === "nats") {
-      if (live) {
-        if (this.natsFallbackTimer !== undefined) clearTimeout(this.natsFallbackTimer);
-        this.natsFallbackTimer = undefined;
-        // NATS carries the events again; the second source is no longer needed.
-        void this.stopWatchFallback();
-      } else {
-        this.armNatsFallback();
-      }
-    }
     this.checkReady();
-  }
-
-  /** Follows Watch as well if NATS is not live within NATS_FALLBACK_AFTER_MS. */
-  private armNatsFallback(): void {
-    if (this.closed || this.natsFallbackTimer !== undefined) return;
-    this.natsFallbackTimer = setTimeout(() => {
-      this.natsFallbackTimer = undefined;
-      if (!this.closed && this.natsFollower?.live !== true) this.watch.start();
-    }, NATS_FALLBACK_AFTER_MS);
-    this.natsFallbackTimer.unref();
-  }
-
-  private watchStopping: Promise<void> | undefined;
-  private async stopWatchFallback(): Promise<void> {
-    if (!this.watch.started || this.watchStopping !== undefined) return;
-    this.watchStopping = this.watch.close();
-    await this.watchStopping;
-    this.watchStopping = undefined;
   }
 
   private checkReady(): void {
@@ -501,9 +352,7 @@ export class ControlPlane {
   async close(): Promise<void> {
     this.closed = true;
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
-    if (this.natsFallbackTimer !== undefined) clearTimeout(this.natsFallbackTimer);
-    this.natsFollower?.close();
-    await this.watch.close();
+    await this.follower.close();
     this.checkReadyOnClose();
     this.reporter.resume();
     await this.reporter.settle();
@@ -531,7 +380,7 @@ export class ControlPlane {
     this.reporter.resume();
     // What changed while the server could not be heard is listed again (Watch resyncs by itself
     // with its snapshot when its stream is opened again).
-    this.natsFollower?.resync();
+    this.follower.resync();
     this.checkReady();
   }
 

@@ -8,7 +8,7 @@ import {
 } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import { type Event, EventSchema } from "../gen/bulwark/v1/event_pb.ts";
 import { type Policy, PolicySchema } from "../gen/bulwark/v1/policy_pb.ts";
-import { admitFromFleet } from "./control-plane.ts";
+import { admitFromFleet } from "./admission.ts";
 import {
   type FleetChange,
   FleetState,
