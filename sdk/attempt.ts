@@ -8,6 +8,7 @@ import type { AttemptResult, Classification } from "./classify.ts";
 import type { ControlPlane } from "./control-plane.ts";
 import type { EventEmitter } from "./events.ts";
 import type { AttemptContext } from "./guarded-call.ts";
+import type { OutcomeFields } from "./reporter.ts";
 import { newSpanId, newTraceId, traceparent } from "./trace.ts";
 
 const RESULT: Record<AttemptResult, OutcomeResult> = {
@@ -183,6 +184,22 @@ export class CallIds {
   }
 }
 
+/** Filled for each report and copied by the reporter: reporting allocates no object. */
+const SCRATCH: OutcomeFields = {
+  dependency: "",
+  service: "",
+  attempt: 0,
+  permitId: "",
+  result: OutcomeResult.UNSPECIFIED,
+  errorType: "",
+  statusCode: 0,
+  latencyMs: 0,
+  retryAfterMs: 0,
+  traceId: "",
+  requestId: "",
+  causationId: "",
+};
+
 /** Queues one attempt's outcome for the control plane and tells listeners about it. */
 export function reportAttempt(
   ids: CallIds,
@@ -193,24 +210,21 @@ export function reportAttempt(
   ctx: { readonly spanId: string } | undefined,
   startedAtMs: number,
 ): void {
-  ids.cp.report(
-    {
-      dependency: ids.dependency,
-      service: ids.service,
-      attempt,
-      permitId: admission.kind === "probe" ? admission.permitId : "",
-      result: RESULT[c.result],
-      errorType: c.errorType,
-      statusCode: c.statusCode,
-      latencyMs: Math.min(Math.round(latencyMs), 86_400_000),
-      retryAfterMs: Math.min(c.retryAfterMs ?? 0, 86_400_000),
-      // A failure may open the breaker, and the transition names its trace: failures get ids.
-      traceId: c.result === "success" ? ids.traceIdIfMade : ids.traceId,
-      requestId: c.result === "success" ? ids.requestIdIfMade : ids.requestId,
-      causationId: ids.causationId,
-    },
-    admission,
-  );
+  const o = SCRATCH;
+  o.dependency = ids.dependency;
+  o.service = ids.service;
+  o.attempt = attempt;
+  o.permitId = admission.kind === "probe" ? admission.permitId : "";
+  o.result = RESULT[c.result];
+  o.errorType = c.errorType;
+  o.statusCode = c.statusCode;
+  o.latencyMs = Math.min(Math.round(latencyMs), 86_400_000);
+  o.retryAfterMs = Math.min(c.retryAfterMs ?? 0, 86_400_000);
+  // A failure may open the breaker, and the transition names its trace: failures get ids.
+  o.traceId = c.result === "success" ? ids.traceIdIfMade : ids.traceId;
+  o.requestId = c.result === "success" ? ids.requestIdIfMade : ids.requestId;
+  o.causationId = ids.causationId;
+  ids.cp.report(o, admission);
   if (ids.events.active && admission.kind !== "reject") {
     ids.events.emit({
       type: "attempt",

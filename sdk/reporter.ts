@@ -23,39 +23,58 @@ export const MAX_PENDING_OUTCOMES = 10_000;
 export type SendBatch = (outcomes: OutcomeFields[]) => Promise<void>;
 
 /**
- * A fixed-size ring of outcomes, oldest first. Adding to a full ring overwrites the oldest, so
- * a flood costs O(1) per outcome instead of shifting an array.
+ * A fixed-size ring of outcomes, oldest first, kept column by column: adding copies the fields
+ * (so a caller may reuse one object for every outcome) and allocates nothing, and a full ring
+ * overwrites the oldest in O(1). Objects are made only for the batches actually sent, so a flood
+ * of outcomes that overflows the ring costs no garbage.
  */
 class OutcomeRing {
-  private readonly slots: (OutcomeFields | undefined)[];
+  private readonly dependency: string[];
+  private readonly service: string[];
+  private readonly attempt: Int32Array;
+  private readonly permitId: string[];
+  private readonly result: Uint8Array;
+  private readonly errorType: string[];
+  private readonly statusCode: Int32Array;
+  private readonly latencyMs: Int32Array;
+  private readonly retryAfterMs: Int32Array;
+  private readonly traceId: string[];
+  private readonly requestId: string[];
+  private readonly causationId: string[];
   private head = 0;
   size = 0;
 
   constructor(readonly capacity: number) {
-    this.slots = new Array(capacity);
+    const strings = () => new Array<string>(capacity).fill("");
+    this.dependency = strings();
+    this.service = strings();
+    this.permitId = strings();
+    this.errorType = strings();
+    this.traceId = strings();
+    this.requestId = strings();
+    this.causationId = strings();
+    this.attempt = new Int32Array(capacity);
+    this.result = new Uint8Array(capacity);
+    this.statusCode = new Int32Array(capacity);
+    this.latencyMs = new Int32Array(capacity);
+    this.retryAfterMs = new Int32Array(capacity);
   }
 
-  /** Adds one; returns true when the oldest had to be dropped for it. */
-  push(outcome: OutcomeFields): boolean {
-    const tail = (this.head + this.size) % this.capacity;
-    this.slots[tail] = outcome;
-    if (this.size < this.capacity) {
-      this.size++;
-      return false;
-    }
-    this.head = (this.head + 1) % this.capacity;
-    return true;
+  /** Copies one in; returns true when the oldest had to be dropped for it. */
+  push(o: OutcomeFields): boolean {
+    const dropped = this.size === this.capacity;
+    const at = (this.head + this.size) % this.capacity;
+    this.write(at, o);
+    if (dropped) this.head = (this.head + 1) % this.capacity;
+    else this.size++;
+    return dropped;
   }
 
-  /** Takes up to `max` of the oldest. */
+  /** Takes up to `max` of the oldest, as objects. */
   take(max: number): OutcomeFields[] {
     const n = Math.min(max, this.size);
     const out = new Array<OutcomeFields>(n);
-    for (let i = 0; i < n; i++) {
-      const at = (this.head + i) % this.capacity;
-      out[i] = this.slots[at]!;
-      this.slots[at] = undefined;
-    }
+    for (let i = 0; i < n; i++) out[i] = this.read((this.head + i) % this.capacity);
     this.head = (this.head + n) % this.capacity;
     this.size -= n;
     return out;
@@ -63,14 +82,45 @@ class OutcomeRing {
 
   /** Puts a batch back in front; returns how many did not fit (the oldest of them). */
   unshift(batch: readonly OutcomeFields[]): number {
-    const room = this.capacity - this.size;
-    const kept = Math.min(room, batch.length);
+    const kept = Math.min(this.capacity - this.size, batch.length);
     for (let i = batch.length - 1; i >= batch.length - kept; i--) {
       this.head = (this.head - 1 + this.capacity) % this.capacity;
-      this.slots[this.head] = batch[i];
+      this.write(this.head, batch[i]!);
       this.size++;
     }
     return batch.length - kept;
+  }
+
+  private write(at: number, o: OutcomeFields): void {
+    this.dependency[at] = o.dependency;
+    this.service[at] = o.service;
+    this.attempt[at] = o.attempt;
+    this.permitId[at] = o.permitId;
+    this.result[at] = o.result;
+    this.errorType[at] = o.errorType;
+    this.statusCode[at] = o.statusCode;
+    this.latencyMs[at] = o.latencyMs;
+    this.retryAfterMs[at] = o.retryAfterMs;
+    this.traceId[at] = o.traceId;
+    this.requestId[at] = o.requestId;
+    this.causationId[at] = o.causationId;
+  }
+
+  private read(at: number): OutcomeFields {
+    return {
+      dependency: this.dependency[at]!,
+      service: this.service[at]!,
+      attempt: this.attempt[at]!,
+      permitId: this.permitId[at]!,
+      result: this.result[at]!,
+      errorType: this.errorType[at]!,
+      statusCode: this.statusCode[at]!,
+      latencyMs: this.latencyMs[at]!,
+      retryAfterMs: this.retryAfterMs[at]!,
+      traceId: this.traceId[at]!,
+      requestId: this.requestId[at]!,
+      causationId: this.causationId[at]!,
+    };
   }
 }
 
@@ -107,6 +157,7 @@ export class Reporter {
     return this.queue.size;
   }
 
+  /** Queues a copy of the outcome: the caller may reuse the object. */
   add(outcome: OutcomeFields): void {
     if (this.queue.push(outcome)) {
       this.dropped++;
