@@ -24,11 +24,11 @@ export const HOLD: Admission = { kind: "reject", retryAtMs: 0 };
  * when only the server can decide: CLOSED, DISABLED and METRICS_ONLY admit; OPEN rejects until
  * its time and FORCED_OPEN until an operator resets it; HALF_OPEN (and OPEN past its time, which
  * the server is about to move to HALF_OPEN) needs a permit. A breaker the server does not hold
- * yet is CLOSED.
+ * yet is CLOSED. `nowMs` (Unix ms) is read from the clock when not given, and only for OPEN.
  */
 export function admitFromFleet(
   breaker: FollowedBreaker | undefined,
-  nowMs: number,
+  nowMs?: number,
 ): Admission | undefined {
   if (breaker === undefined) return FLEET;
   switch (breaker.state) {
@@ -39,7 +39,7 @@ export function admitFromFleet(
     case "forced-open":
       return FORCED_OPEN;
     case "open":
-      return nowMs < breaker.openUntilMs
+      return (nowMs ?? Date.now()) < breaker.openUntilMs
         ? { kind: "reject", retryAtMs: breaker.openUntilMs }
         : undefined;
     default:

@@ -250,7 +250,7 @@ export class ControlPlane {
     if (this.options.strict) return undefined;
     if (!this.fleetLive) return this.state.synced ? this.decideLocally(dependency) : undefined;
     if (this.localBreakers.size > 0) this.localBreakers.clear();
-    return admitFromFleet(this.state.breakerFor(dependency, this.options.service), Date.now());
+    return admitFromFleet(this.state.breakerFor(dependency, this.options.service));
   }
 
   /**
