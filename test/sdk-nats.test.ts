@@ -3,6 +3,7 @@ import { BreakerState, OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.
 import { type Bulwark, type BulwarkEvent, createBulwark, type FleetEvent } from "../sdk/index.ts";
 import {
   clientsFor,
+  freePort,
   type NatsProcess,
   startNats,
   startTestServer,
@@ -106,4 +107,30 @@ describe("following the fleet over NATS", () => {
     ).toBe(true);
     expect(await waitFor(same, 5_000)).toBe(true);
   }, 40_000);
+});
+
+describe("NATS unreachable", () => {
+  it("follows the Watch stream as a second source, and closes without waiting for NATS", async () => {
+    const dependency = "nats.down";
+    await clientsFor(server.url).policies.putPolicy({ policy: testPolicy(dependency) });
+    // A port nothing listens on: NATS is down from the start.
+    const b = createBulwark({
+      url: server.url,
+      service: "nats-down-svc",
+      nats: `nats://127.0.0.1:${await freePort()}`,
+    });
+    const sources: string[] = [];
+    b.on((e) => {
+      if (e.type === "event-source") sources.push(`${e.source}:${e.status}`);
+    });
+    await b.ready();
+    expect(sources).toEqual(["watch:live"]);
+    const events: BulwarkEvent[] = [];
+    b.on((e) => events.push(e));
+    await expect(b.call(dependency, async () => "ok")).resolves.toBe("ok");
+    expect(events.find((e) => e.type === "attempt")).toMatchObject({ admission: "fleet" });
+    const started = Date.now();
+    await b.close();
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
 });
