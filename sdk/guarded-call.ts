@@ -126,18 +126,18 @@ export function guardedValue<T>(
   return runGuarded(cp, events, service, dependency, fn, options, true) as Promise<T>;
 }
 
-/** A call's result; its trace id is made only if someone reads it. */
+/** A call's result, for `execute` (`call` returns the value alone and makes no trace id). */
 class GuardedResult<T> implements CallResult<T> {
+  readonly traceId: string;
+
   constructor(
     readonly value: T,
     readonly degraded: boolean,
     readonly attempts: number,
-    private readonly ids: CallIds,
+    ids: CallIds,
     readonly error?: BulwarkError,
-  ) {}
-
-  get traceId(): string {
-    return this.ids.traceId;
+  ) {
+    this.traceId = ids.traceId;
   }
 }
 
