@@ -24,7 +24,10 @@ export const HOLD: Admission = { kind: "reject", retryAtMs: 0 };
  * when only the server can decide: CLOSED, DISABLED and METRICS_ONLY admit; OPEN rejects until
  * its time and FORCED_OPEN until an operator resets it; HALF_OPEN (and OPEN past its time, which
  * the server is about to move to HALF_OPEN) needs a permit. A breaker the server does not hold
- * yet is CLOSED. `nowMs` (Unix ms) is read from the clock when not given, and only for OPEN.
+ * yet is CLOSED. Known shortcoming: between a transition on the server and its arrival here,
+ * attempts are still admitted from the old state (the slip measured by test/slip.test.ts); the
+ * `strict` option asks the server every time instead. `nowMs` (Unix ms) is read from the clock
+ * when not given, and only for OPEN.
  */
 export function admitFromFleet(
   breaker: FollowedBreaker | undefined,

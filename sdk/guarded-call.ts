@@ -11,7 +11,11 @@ import {
 } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
 
-/** What the guarded function gets for each attempt. */
+/**
+ * What the guarded function gets for each attempt. `signal`, `traceId`, `spanId` and
+ * `traceparent` are made when first read (so a call that needs none costs none): read them by
+ * name; spreading the context does not copy them.
+ */
 export interface AttemptContext {
   /** Aborted when the attempt times out or the caller cancels; pass it to fetch. */
   signal: AbortSignal;

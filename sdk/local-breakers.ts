@@ -4,6 +4,11 @@
  * logic), run on the last known policy and seeded with the last known fleet state, so local and
  * fleet decisions follow the same rules. This is the one place the SDK uses server code; the
  * engine imports nothing but its window and policy types.
+ *
+ * Known shortcomings: a local breaker starts with an empty window (the fleet's window figures are
+ * not followed, only its state), counts only this instance's outcomes, and grants this
+ * instance its own HALF_OPEN probes, so a fleet cut off from its control plane probes once per
+ * instance rather than once in all. Following the window figures would let it start full.
  */
 import {
   acquire,
