@@ -1,12 +1,22 @@
 import { ControlPlane } from "./control-plane.ts";
 import { type BulwarkEventListener, EventEmitter } from "./events.ts";
 import {
+  type FleetEvent,
+  type FleetEventListener,
+  type FleetSubscribeOptions,
+  type FleetWatchOptions,
+  subscribeFleet,
+  watchFleet,
+} from "./fleet-events.ts";
+import {
   type AttemptContext,
   type CallOptions,
   type CallResult,
   guardedCall,
+  guardedValue,
 } from "./guarded-call.ts";
 import { createGuardedFetch, type GuardedFetchOptions } from "./guarded-fetch.ts";
+import { NatsLink } from "./nats-link.ts";
 import { type BulwarkOptions, normalizeOptions } from "./options.ts";
 
 /** A Bulwark client: one per service instance. */
@@ -32,8 +42,33 @@ export interface Bulwark {
   fetch(dependency: string, options?: GuardedFetchOptions): typeof globalThis.fetch;
   /** Subscribes to the SDK's typed events; returns the unsubscribe function. */
   on(listener: BulwarkEventListener): () => void;
+  /**
+   * Calls `listener` with the current state of every breaker and policy (`origin: "current"`),
+   * then with every change as it reaches this instance, in order; after a reconnect, with the
+   * state of anything that changed meanwhile (`origin: "resync"`). Returns the unsubscribe
+   * function.
+   */
+  subscribe(listener: FleetEventListener, options?: FleetSubscribeOptions): () => void;
+  /**
+   * The same events as an async iterator: `for await (const ev of bulwark.watch())`. It ends
+   * on `options.signal`, on `break`, or when the client closes.
+   */
+  watch(options?: FleetWatchOptions): AsyncIterableIterator<FleetEvent>;
+  /**
+   * Resolves once the fleet's state has been received and is being followed, so that calls are
+   * admitted without a round trip to the control plane. Calls made before work too (they ask
+   * the control plane). Resolves at once after close.
+   */
+  ready(): Promise<void>;
   /** Whether the control plane answered the last time it was asked. */
   readonly controlPlaneConnected: boolean;
+  /**
+   * Whether attempts are admitted from the fleet's followed state; false while the SDK decides
+   * with its local breaker (control plane or event source down) or has not synced yet.
+   */
+  readonly followingFleet: boolean;
+  /** Outcome reports dropped so far: by the bounded queue, or refused by the control plane. */
+  readonly reportsDropped: number;
   /** Resolves once every outcome queued so far has reached the control plane (or failed to). */
   flush(): Promise<void>;
   /** Sends every queued outcome report. Calls made after close still work but are reported late. */
@@ -51,14 +86,19 @@ export interface Bulwark {
 export function createBulwark(options: BulwarkOptions): Bulwark {
   const config = normalizeOptions(options);
   const events = new EventEmitter();
+  const nats = config.nats.length === 0 ? undefined : new NatsLink(config.nats, config.natsToken);
   const cp = new ControlPlane({
     url: config.url,
     service: config.service,
     acquireTimeoutMs: config.acquireTimeoutMs,
     token: config.token,
     ca: config.ca,
+    strict: config.strict,
+    nats,
     events,
   });
+  // Ends every watch() iterator when the client closes.
+  const closing = new AbortController();
   const execute = <T>(
     dependency: string,
     fn: (ctx: AttemptContext) => Promise<T>,
@@ -67,15 +107,34 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
   return {
     service: config.service,
     execute,
-    async call(dependency, fn, callOptions) {
-      return (await execute(dependency, fn, callOptions)).value;
-    },
+    call: (dependency, fn, callOptions = {}) =>
+      guardedValue(cp, events, config.service, dependency, fn, callOptions),
     fetch: (dependency, fetchOptions) => createGuardedFetch(execute, dependency, fetchOptions),
     on: (listener) => events.on(listener),
+    subscribe: (listener, subscribeOptions) => subscribeFleet(cp.state, listener, subscribeOptions),
+    watch: (watchOptions) =>
+      watchFleet(cp.state, {
+        ...watchOptions,
+        signal:
+          watchOptions?.signal === undefined
+            ? closing.signal
+            : AbortSignal.any([watchOptions.signal, closing.signal]),
+      }),
+    ready: () => cp.ready(),
     get controlPlaneConnected() {
       return cp.connected;
     },
+    get followingFleet() {
+      return cp.fleetLive;
+    },
+    get reportsDropped() {
+      return cp.reporter.dropped;
+    },
     flush: () => cp.reporter.settle(),
-    close: () => cp.close(),
+    async close() {
+      closing.abort();
+      await cp.close();
+      await nats?.close();
+    },
   };
 }

@@ -1,21 +1,26 @@
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AcquireDecision, BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
-import type { Outcome } from "../gen/bulwark/v1/breaker_types_pb.ts";
+import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
-import { ControlPlaneError, PolicyNotFoundError } from "./errors.ts";
+import type { CountedResult } from "../server/domain/breaker-engine.ts";
+import { type Admission, admitFromFleet, HOLD, LOCAL } from "./admission.ts";
+import { isUnreachable, refused } from "./control-plane-errors.ts";
+import { PolicyNotFoundError } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
+import { FleetFollower } from "./fleet-follower.ts";
+import { FleetState } from "./fleet-state.ts";
 import { createGrpcJsTransport } from "./grpc-js-transport.ts";
+import { LocalBreakers } from "./local-breakers.ts";
+import type { NatsLink } from "./nats-link.ts";
 import { type CallPolicy, callPolicyFromWire, localPolicy } from "./policy.ts";
-import { Reporter } from "./reporter.ts";
+import { reconnectDelayMs } from "./reconnect.ts";
+import { type OutcomeFields, Reporter } from "./reporter.ts";
 
 /** Header the SDK names its service with (see the server's call context). */
 const PRINCIPAL_HEADER = "x-bulwark-principal";
-/** A cached policy is refreshed in the background once it is this old. */
+/** A cached policy is refreshed in the background once it is this old (when not followed). */
 export const POLICY_REFRESH_MS = 5_000;
-/** First and longest wait before the SDK tries an unreachable control plane again. */
-export const RECONNECT_BASE_MS = 100;
-export const RECONNECT_MAX_MS = 5_000;
 /**
  * How long a HALF_OPEN rejection is assumed to hold when the server cannot be asked: probes
  * usually settle within seconds, after which calls should flow again.
@@ -23,17 +28,18 @@ export const RECONNECT_MAX_MS = 5_000;
 const LOCAL_HALF_OPEN_HOLD_MS = 5_000;
 /** A Report that has not been answered in this time counts as failed and is sent again later. */
 const REPORT_TIMEOUT_MS = 2_000;
-
-/** How one attempt was admitted. */
-export type Admission =
-  | { kind: "allow" }
-  | { kind: "probe"; permitId: string }
-  | { kind: "local" }
-  | { kind: "reject"; retryAtMs: number };
-
+/** A listing (ListPolicies + ListBreakers) taking longer than this is tried again. */
+const LIST_TIMEOUT_MS = 2_000;
 type Reachability =
   | { kind: "connected" }
-  | { kind: "unreachable"; failures: number; retryAtMs: number; error: string };
+  | {
+      kind: "unreachable";
+      failures: number;
+      retryAtMs: number;
+      error: string;
+      /** When the control plane stopped answering (Unix ms). */
+      sinceMs: number;
+    };
 
 interface CachedPolicy {
   policy: CallPolicy;
@@ -47,76 +53,43 @@ export interface ControlPlaneOptions {
   acquireTimeoutMs: number;
   token: string | undefined;
   ca: string | Buffer | undefined;
+  /** Ask the server before every attempt instead of deciding from the followed state. */
+  strict: boolean;
+  /** The NATS link to follow events on; the Watch stream alone when undefined. */
+  nats: NatsLink | undefined;
   events: EventEmitter;
 }
 
-/** Certificate errors of Node's TLS: the control plane is reachable but not trusted. */
-const TLS_TRUST_CODES = new Set([
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "CERT_HAS_EXPIRED",
-  "CERT_NOT_YET_VALID",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-]);
-
-/** The TLS trust failure in an error's cause chain, if there is one. */
-function tlsTrustFailure(err: unknown): string | undefined {
-  let current: unknown = err;
-  for (let depth = 0; depth < 6 && typeof current === "object" && current !== null; depth++) {
-    const code = (current as { code?: unknown }).code;
-    if (typeof code === "string" && TLS_TRUST_CODES.has(code)) {
-      return `${code}: ${(current as Error).message}`;
-    }
-    current = (current as { cause?: unknown }).cause;
-  }
-  return undefined;
-}
-
-/** The error for a control plane that answered but refused, or is not trusted. */
-function refused(what: string, err: unknown): ControlPlaneError {
-  const tls = tlsTrustFailure(err);
-  return new ControlPlaneError(
-    tls === undefined
-      ? `${what}: ${(err as Error).message}`
-      : `the control plane's TLS certificate is not trusted (${tls}); pass its CA as options.ca`,
-    err,
-  );
-}
+const COUNTED: Record<number, CountedResult> = {
+  [OutcomeResult.SUCCESS]: "success",
+  [OutcomeResult.FAILURE]: "failure",
+  [OutcomeResult.TIMEOUT]: "timeout",
+};
 
 /**
- * Errors that mean "the control plane cannot be reached now", not "it said no". A certificate
- * the SDK does not trust is not an outage but a configuration mistake, and is not one of them.
- */
-function isUnreachable(err: unknown): boolean {
-  if (tlsTrustFailure(err) !== undefined) return false;
-  if (!(err instanceof ConnectError)) return true;
-  return (
-    err.code === Code.Unavailable ||
-    err.code === Code.DeadlineExceeded ||
-    err.code === Code.Canceled ||
-    err.code === Code.Unknown ||
-    err.code === Code.Internal ||
-    err.code === Code.ResourceExhausted
-  );
-}
-
-/**
- * The SDK's side of the control plane: policies (cached), Acquire, batched Report, and the
- * decision to go on locally while the server cannot be reached, retrying it with jittered,
- * growing waits.
+ * The SDK's side of the control plane. It follows the fleet's policies and breakers (NATS when
+ * configured, the Watch stream otherwise or while NATS is down) and admits attempts from that
+ * state without a round trip while the breaker is CLOSED; only HALF_OPEN (and OPEN past its
+ * time) asks the server for a permit, and `strict` asks every time. Outcomes go out in batches.
+ * While the fleet cannot be followed or told (control plane or event source down), a local
+ * breaker running the server's engine on the last known policy decides, and the server is
+ * retried with jittered, growing waits; once back, the state is listed again.
  */
 export class ControlPlane {
   private readonly policyClient: Client<typeof PolicyService>;
   private readonly breakerClient: Client<typeof BreakerService>;
+  /** Policies read with GetPolicy, for dependencies the followed state does not hold yet. */
   private readonly policies = new Map<string, CachedPolicy>();
   /** Per dependency, until when the server's last answer said the breaker rejects. */
   private readonly lastRejectUntil = new Map<string, number>();
   private readonly headers: Record<string, string>;
   private reachability: Reachability = { kind: "connected" };
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private readonly follower: FleetFollower;
+  private readonly localBreakers = new LocalBreakers();
+  private closed = false;
+  private readyWaiters: (() => void)[] = [];
+  readonly state = new FleetState();
   readonly reporter: Reporter;
 
   private readonly closeTransport: () => void;
@@ -169,14 +142,76 @@ export class ControlPlane {
       },
       (count, total) => options.events.emit({ type: "report-dropped", count, totalDropped: total }),
     );
+    this.follower = new FleetFollower(
+      this.breakerClient,
+      this.headers,
+      this.state,
+      options.nats,
+      () => this.list(),
+      (source, live, err) => this.onSourceStatus(source, live, err),
+    );
+    this.follower.start();
   }
 
   get connected(): boolean {
     return this.reachability.kind === "connected";
   }
 
+  /** The followed state is current: a source is live and the control plane hears our reports. */
+  get fleetLive(): boolean {
+    return this.state.synced && this.reachability.kind === "connected" && this.follower.live;
+  }
+
+  /** Resolves once the fleet's state has been received and is followed (see Bulwark.ready). */
+  ready(): Promise<void> {
+    if (this.fleetLive || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.readyWaiters.push(resolve));
+  }
+
+  private onSourceStatus(source: "nats" | "watch", live: boolean, err: unknown): void {
+    const error = err === undefined ? undefined : err instanceof Error ? err.message : String(err);
+    this.options.events.emit({
+      type: "event-source",
+      source,
+      status: live ? "live" : "lost",
+      ...(error === undefined ? {} : { error }),
+    });
+    if (source === "watch") {
+      // The snapshot is an answer from the control plane; a broken stream may be an outage.
+      if (live) this.markConnected();
+      else if (err !== undefined && isUnreachable(err) && !this.closed) this.markUnreachable(err);
+    }
+    this.checkReady();
+  }
+
+  private checkReady(): void {
+    if (!this.fleetLive || this.readyWaiters.length === 0) return;
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private async list() {
+    const [p, b] = await Promise.all([
+      this.policyClient.listPolicies({}, { timeoutMs: LIST_TIMEOUT_MS, headers: this.headers }),
+      this.breakerClient.listBreakers({}, { timeoutMs: LIST_TIMEOUT_MS, headers: this.headers }),
+    ]).catch((err: unknown) => {
+      if (isUnreachable(err)) this.markUnreachable(err);
+      throw err;
+    });
+    this.markConnected();
+    return { policies: p.policies, breakers: b.breakers };
+  }
+
+  /** The dependency's policy without waiting, when the followed state holds it. */
+  policyNow(dependency: string): CallPolicy | undefined {
+    return this.state.policy(dependency)?.call;
+  }
+
   /** The dependency's policy: cached, refreshed in the background, local while unreachable. */
   async policy(dependency: string): Promise<CallPolicy> {
+    const followed = this.state.policy(dependency);
+    if (followed !== undefined) return followed.call;
     const cached = this.policies.get(dependency);
     if (cached !== undefined) {
       if (Date.now() - cached.fetchedAtMs > POLICY_REFRESH_MS && !cached.refreshing) {
@@ -220,16 +255,44 @@ export class ControlPlane {
   }
 
   /**
-   * Decides without the server from the last answer it gave for the dependency: while that
-   * answer said the breaker is open, attempts are rejected until the time it named; otherwise
-   * they go out. A known shortcoming: outcomes seen meanwhile do not open a local breaker.
+   * The admission decided without a round trip, or undefined when the server must be asked
+   * (strict mode, HALF_OPEN, OPEN past its time, or no state received yet).
+   */
+  admitFast(dependency: string): Admission | undefined {
+    if (this.options.strict) return undefined;
+    if (!this.fleetLive) return this.state.synced ? this.decideLocally(dependency) : undefined;
+    if (this.localBreakers.size > 0) this.localBreakers.clear();
+    return admitFromFleet(this.state.breakerFor(dependency, this.options.service));
+  }
+
+  /**
+   * Decides without the server. With a known policy, the local breaker decides (the server's
+   * engine, seeded with the last known fleet state). Without one, the last answer the server
+   * gave decides: while it said the breaker is open, attempts are rejected until the time it
+   * named; otherwise they go out.
    */
   private decideLocally(dependency: string): Admission {
+    const policy = this.state.policy(dependency);
+    const nowMs = Date.now();
+    if (policy !== undefined) {
+      const seed = this.state.breakerFor(dependency, this.options.service);
+      // The fleet is probing (or about to): another instance may hold the permit. While that
+      // is recent news, hold off rather than probe without a permit; after LOCAL_HALF_OPEN_HOLD_MS
+      // of not hearing from the server, the local breaker probes on its own.
+      if (seed !== undefined && admitFromFleet(seed, nowMs) === undefined) {
+        const r = this.reachability;
+        const sinceMs = r.kind === "unreachable" ? r.sinceMs : nowMs;
+        if (nowMs - Math.max(sinceMs, seed.changedAtMs) < LOCAL_HALF_OPEN_HOLD_MS) return HOLD;
+      }
+      const decision = this.localBreakers.admit(policy, seed, nowMs);
+      if (decision.kind === "reject") return decision;
+      return decision.permitId === "" ? LOCAL : { kind: "local", permitId: decision.permitId };
+    }
     const openUntilMs = this.lastRejectUntil.get(dependency);
-    if (openUntilMs !== undefined && Date.now() < openUntilMs) {
+    if (openUntilMs !== undefined && nowMs < openUntilMs) {
       return { kind: "reject", retryAtMs: openUntilMs };
     }
-    return { kind: "local" };
+    return LOCAL;
   }
 
   /** Asks the server whether an attempt may go out; decides locally when it cannot be asked. */
@@ -242,8 +305,9 @@ export class ControlPlane {
     if (!this.mayTry()) return this.decideLocally(dependency);
     // One budget for the whole admission, however it is spent.
     const deadlineMs = Date.now() + this.options.acquireTimeoutMs;
-    // The server must have counted this instance's earlier outcomes before it decides.
-    if (this.reporter.busy) {
+    // In strict mode the server must have counted this instance's earlier outcomes before it
+    // decides. Otherwise only HALF_OPEN asks, where only probes count: no need to wait.
+    if (this.options.strict && this.reporter.busy) {
       await Promise.race([this.reporter.settle(), delay(this.options.acquireTimeoutMs)]);
     }
     const remainingMs = deadlineMs - Date.now();
@@ -262,8 +326,8 @@ export class ControlPlane {
           return { kind: "probe", permitId: res.permitId };
         default: {
           const retryAtMs = Number(res.retryAtUnixMs);
-          // While probes are in flight the server names no time: hold off for one open wait's
-          // worth of the attempt timeout, after which the local decision lets calls through.
+          // While probes are in flight the server names no time: hold off for a while, after
+          // which the local decision lets calls through.
           const untilMs = retryAtMs > 0 ? retryAtMs : Date.now() + LOCAL_HALF_OPEN_HOLD_MS;
           this.lastRejectUntil.set(dependency, untilMs);
           return { kind: "reject", retryAtMs };
@@ -282,16 +346,35 @@ export class ControlPlane {
     }
   }
 
-  report(outcome: Omit<Outcome, "$typeName" | "$unknown">): void {
+  /** Queues the outcome for the server; while deciding locally, the local breaker counts it. */
+  report(outcome: OutcomeFields, admission: Admission): void {
     this.reporter.add(outcome);
+    if (admission.kind === "local" && this.localBreakers.size > 0) {
+      this.localBreakers.record(
+        outcome.dependency,
+        COUNTED[outcome.result] ?? "not-counted",
+        admission.permitId,
+        outcome.errorType,
+        Date.now(),
+      );
+    }
   }
 
-  /** Sends every queued outcome (as far as the server can be reached). */
+  /** Stops following, then sends every queued outcome (as far as the server can be reached). */
   async close(): Promise<void> {
+    this.closed = true;
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    await this.follower.close();
+    this.checkReadyOnClose();
     this.reporter.resume();
     await this.reporter.settle();
     this.closeTransport();
+  }
+
+  private checkReadyOnClose(): void {
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
   private mayTry(): boolean {
@@ -305,22 +388,35 @@ export class ControlPlane {
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     this.options.events.emit({ type: "control-plane", status: "connected" });
+    // The fleet decides again; a later outage starts its local breakers afresh.
+    this.localBreakers.clear();
     this.reporter.resume();
+    // What changed while the server could not be heard is listed again (Watch resyncs by itself
+    // with its snapshot when its stream is opened again).
+    this.follower.resync();
+    this.checkReady();
   }
 
   private markUnreachable(err: unknown): void {
     const previous = this.reachability;
     const failures = previous.kind === "unreachable" ? previous.failures + 1 : 1;
-    // Full jitter over a growing cap spreads a fleet's reconnects after a restart.
-    const capMs = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (failures - 1));
-    const waitMs = Math.round(capMs / 2 + (Math.random() * capMs) / 2);
+    const waitMs = reconnectDelayMs(failures);
     const error = err instanceof Error ? err.message : String(err);
-    this.reachability = { kind: "unreachable", failures, retryAtMs: Date.now() + waitMs, error };
+    const nowMs = Date.now();
+    const sinceMs = previous.kind === "unreachable" ? previous.sinceMs : nowMs;
+    this.reachability = {
+      kind: "unreachable",
+      failures,
+      retryAtMs: nowMs + waitMs,
+      error,
+      sinceMs,
+    };
     if (previous.kind === "connected") {
       this.options.events.emit({ type: "control-plane", status: "unreachable", error });
     }
     // Queued outcomes are retried on this schedule even when no call comes along.
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    if (this.closed) return;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       this.reporter.resume();

@@ -9,8 +9,12 @@ export type BulwarkEvent =
       type: "attempt";
       dependency: string;
       attempt: number;
-      /** How the attempt was admitted: by the server (allow or probe) or locally. */
-      admission: "allow" | "probe" | "local";
+      /**
+       * How the attempt was admitted: by the server (`allow`, `probe`), from the fleet's
+       * followed state without asking (`fleet`), or by the local breaker while the fleet could
+       * not be followed (`local`).
+       */
+      admission: "allow" | "probe" | "fleet" | "local";
       traceId: string;
       spanId: string;
       /** When the attempt went out (Unix ms), right after its admission. */
@@ -35,6 +39,13 @@ export type BulwarkEvent =
       type: "control-plane";
       status: "connected" | "unreachable";
       /** Why it is unreachable. */
+      error?: string;
+    }
+  | {
+      /** A source of the fleet's state (NATS or the Watch stream) became live or was lost. */
+      type: "event-source";
+      source: "nats" | "watch";
+      status: "live" | "lost";
       error?: string;
     }
   | { type: "report-dropped"; count: number; totalDropped: number };

@@ -1,7 +1,7 @@
-import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
+import { Attempt, CANCELLED, CallIds, REJECTED, reportAttempt, SUCCESS } from "./attempt.ts";
 import { backoffMs } from "./backoff.ts";
-import { type AttemptResult, type Classification, classifyError } from "./classify.ts";
-import type { Admission, ControlPlane } from "./control-plane.ts";
+import { type Classification, classifyError } from "./classify.ts";
+import type { ControlPlane } from "./control-plane.ts";
 import {
   AttemptTimeoutError,
   type BulwarkError,
@@ -10,9 +10,12 @@ import {
   RetriesExhaustedError,
 } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
-import { newSpanId, newTraceId, traceparent } from "./trace.ts";
 
-/** What the guarded function gets for each attempt. */
+/**
+ * What the guarded function gets for each attempt. `signal`, `traceId`, `spanId` and
+ * `traceparent` are made when first read (so a call that needs none costs none): read them by
+ * name; spreading the context does not copy them.
+ */
 export interface AttemptContext {
   /** Aborted when the attempt times out or the caller cancels; pass it to fetch. */
   signal: AbortSignal;
@@ -61,58 +64,6 @@ export interface CallResult<T> {
   error?: BulwarkError;
 }
 
-const RESULT: Record<AttemptResult, OutcomeResult> = {
-  success: OutcomeResult.SUCCESS,
-  failure: OutcomeResult.FAILURE,
-  timeout: OutcomeResult.TIMEOUT,
-  rejected: OutcomeResult.REJECTED,
-  cancelled: OutcomeResult.CANCELLED,
-  ignored: OutcomeResult.IGNORED,
-};
-
-type AttemptEnd<T> =
-  | { kind: "value"; value: T }
-  | { kind: "error"; error: unknown }
-  | { kind: "timeout" }
-  | { kind: "cancelled"; reason: unknown };
-
-/**
- * Runs one attempt with its own timeout. The timer aborts the attempt's signal only when it
- * fires; on the success path nothing is aborted (an abort costs ~10 µs). The attempt ends at the
- * timeout even if the function ignores its signal.
- */
-async function runAttempt<T>(
-  fn: (ctx: AttemptContext) => Promise<T>,
-  ctx: Omit<AttemptContext, "signal">,
-  timeoutMs: number,
-  callerSignal: AbortSignal | undefined,
-): Promise<AttemptEnd<T>> {
-  const controller = new AbortController();
-  let settle: (end: AttemptEnd<T>) => void = () => {};
-  const ended = new Promise<AttemptEnd<T>>((resolve) => {
-    settle = resolve;
-  });
-  const timer = setTimeout(() => {
-    controller.abort(new DOMException("attempt timed out", "TimeoutError"));
-    settle({ kind: "timeout" });
-  }, timeoutMs);
-  const onCancel = () => {
-    controller.abort(callerSignal?.reason);
-    settle({ kind: "cancelled", reason: callerSignal?.reason });
-  };
-  callerSignal?.addEventListener("abort", onCancel, { once: true });
-  try {
-    const work = fn({ ...ctx, signal: controller.signal }).then(
-      (value): AttemptEnd<T> => ({ kind: "value", value }),
-      (error: unknown): AttemptEnd<T> => ({ kind: "error", error }),
-    );
-    return await Promise.race([work, ended]);
-  } finally {
-    clearTimeout(timer);
-    callerSignal?.removeEventListener("abort", onCancel);
-  }
-}
-
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve(false);
@@ -156,7 +107,7 @@ function checkCallOptions(
  * timeout and the overall deadline, classification, report) → retries of transient failures with
  * capped exponential back-off and jitter, honouring Retry-After within the deadline → fallback.
  */
-export async function guardedCall<T>(
+export function guardedCall<T>(
   cp: ControlPlane,
   events: EventEmitter,
   service: string,
@@ -164,122 +115,105 @@ export async function guardedCall<T>(
   fn: (ctx: AttemptContext) => Promise<T>,
   options: CallOptions<T>,
 ): Promise<CallResult<T>> {
+  return runGuarded(cp, events, service, dependency, fn, options, false) as Promise<CallResult<T>>;
+}
+
+/** Like guardedCall, but resolves with the value alone (one object less per call). */
+export function guardedValue<T>(
+  cp: ControlPlane,
+  events: EventEmitter,
+  service: string,
+  dependency: string,
+  fn: (ctx: AttemptContext) => Promise<T>,
+  options: CallOptions<T>,
+): Promise<T> {
+  return runGuarded(cp, events, service, dependency, fn, options, true) as Promise<T>;
+}
+
+/** A call's result, for `execute` (`call` returns the value alone and makes no trace id). */
+class GuardedResult<T> implements CallResult<T> {
+  readonly traceId: string;
+
+  constructor(
+    readonly value: T,
+    readonly degraded: boolean,
+    readonly attempts: number,
+    ids: CallIds,
+    readonly error?: BulwarkError,
+  ) {
+    this.traceId = ids.traceId;
+  }
+}
+
+async function runGuarded<T>(
+  cp: ControlPlane,
+  events: EventEmitter,
+  service: string,
+  dependency: string,
+  fn: (ctx: AttemptContext) => Promise<T>,
+  options: CallOptions<T>,
+  valueOnly: boolean,
+): Promise<CallResult<T> | T> {
   checkCallOptions(options);
   const callerSignal = options.signal;
   if (callerSignal?.aborted) throw cancellationError(callerSignal.reason);
-  const policy = await cp.policy(dependency);
+  const policy = cp.policyNow(dependency) ?? (await cp.policy(dependency));
   const startedMs = Date.now();
   const deadlineMs = Math.min(options.deadlineMs ?? policy.deadlineMs, policy.deadlineMs);
   const deadlineAtMs = startedMs + deadlineMs;
-  const traceId = options.traceId ?? newTraceId();
-  const requestId = newSpanId();
   let attemptsMade = 0;
   let previousBackoffMs = 0;
   let failure: BulwarkError | undefined;
   let lastCause: unknown;
   let lastFailedValue: { value: T } | undefined;
 
-  const report = (
-    attempt: number,
-    admission: Admission,
-    c: Pick<Classification, "result" | "errorType" | "statusCode" | "retryAfterMs">,
-    latencyMs: number,
-    spanId: string,
-    startedAtMs: number,
-  ) => {
-    cp.report({
-      dependency,
-      service,
-      attempt,
-      permitId: admission.kind === "probe" ? admission.permitId : "",
-      result: RESULT[c.result],
-      errorType: c.errorType,
-      statusCode: c.statusCode,
-      latencyMs: Math.min(Math.round(latencyMs), 86_400_000),
-      retryAfterMs: Math.min(c.retryAfterMs ?? 0, 86_400_000),
-      traceId,
-      requestId,
-      causationId: options.causationId ?? "",
-    });
-    if (events.active && admission.kind !== "reject") {
-      events.emit({
-        type: "attempt",
-        dependency,
-        attempt,
-        admission: admission.kind,
-        traceId,
-        spanId,
-        startedAtMs,
-        result: c.result,
-        errorType: c.errorType,
-        statusCode: c.statusCode,
-        latencyMs,
-      });
-    }
-  };
+  const ids = new CallIds(
+    cp,
+    events,
+    service,
+    dependency,
+    options.traceId,
+    options.causationId ?? "",
+  );
 
   for (let attempt = 1; attempt <= policy.retry.maxAttempts; attempt++) {
-    const remainingMs = deadlineAtMs - Date.now();
-    if (remainingMs <= 0) {
+    // The clock is read once per attempt (it shows in the cost of a call on the fast path).
+    let nowMs = attempt === 1 ? startedMs : Date.now();
+    if (deadlineAtMs - nowMs <= 0) {
       failure = new DeadlineExceededError(dependency, deadlineMs, lastCause);
       break;
     }
-    const admission = await cp.acquire(dependency, attempt, traceId, requestId);
+    const admission =
+      cp.admitFast(dependency) ??
+      (await cp.acquire(dependency, attempt, ids.traceId, ids.requestId));
     if (admission.kind === "reject") {
-      report(
-        attempt,
-        admission,
-        {
-          result: "rejected",
-          errorType: "circuit_open",
-          statusCode: 0,
-          retryAfterMs: undefined,
-        },
-        0,
-        "",
-        0,
-      );
-      events.emit({
-        type: "rejected",
-        dependency,
-        attempt,
-        retryAtMs: admission.retryAtMs,
-        traceId,
-      });
+      reportAttempt(ids, attempt, admission, REJECTED, 0, undefined, 0);
+      if (events.active)
+        events.emit({
+          type: "rejected",
+          dependency,
+          attempt,
+          retryAtMs: admission.retryAtMs,
+          traceId: ids.traceId,
+        });
       failure = new CircuitOpenError(dependency, admission.retryAtMs);
       failure.cause = lastCause;
       break;
     }
 
-    const spanId = newSpanId();
-    const attemptTimeoutMs = Math.max(1, Math.min(policy.timeoutMs, deadlineAtMs - Date.now()));
+    const ctx = new Attempt<T>(attempt, ids, callerSignal);
+    if (admission.kind !== "fleet") nowMs = Date.now(); // the server may have taken a while
+    const attemptTimeoutMs = Math.max(1, Math.min(policy.timeoutMs, deadlineAtMs - nowMs));
     const attemptStarted = performance.now();
-    const attemptStartedAtMs = Date.now();
+    const attemptStartedAtMs = nowMs;
     attemptsMade++;
-    const end = await runAttempt(
-      fn,
-      { attempt, traceId, spanId, traceparent: traceparent(traceId, spanId) },
-      attemptTimeoutMs,
-      callerSignal,
-    );
+    const end = await ctx.run(fn, attemptTimeoutMs);
     const latencyMs = performance.now() - attemptStarted;
 
     let c: Classification;
     switch (end.kind) {
       case "cancelled":
-        report(
-          attempt,
-          admission,
-          {
-            result: "cancelled",
-            errorType: "cancelled",
-            statusCode: 0,
-            retryAfterMs: undefined,
-          },
-          latencyMs,
-          spanId,
-          attemptStartedAtMs,
-        );
+        reportAttempt(ids, attempt, admission, CANCELLED, latencyMs, ctx, attemptStartedAtMs);
         throw cancellationError(end.reason);
       case "timeout": {
         const timedOutAtDeadline = attemptTimeoutMs < policy.timeoutMs;
@@ -300,25 +234,21 @@ export async function guardedCall<T>(
       case "value": {
         const valueClass = options.classifyValue?.(end.value);
         if (valueClass === undefined || valueClass.result === "success") {
-          report(
+          reportAttempt(
+            ids,
             attempt,
             admission,
-            valueClass ?? {
-              result: "success",
-              errorType: "",
-              statusCode: 0,
-              retryAfterMs: undefined,
-            },
+            valueClass ?? SUCCESS,
             latencyMs,
-            spanId,
+            ctx,
             attemptStartedAtMs,
           );
-          return { value: end.value, degraded: false, attempts: attemptsMade, traceId };
+          return valueOnly ? end.value : new GuardedResult(end.value, false, attemptsMade, ids);
         }
         c = valueClass;
         if (c.result === "ignored") {
-          report(attempt, admission, c, latencyMs, spanId, attemptStartedAtMs);
-          return { value: end.value, degraded: false, attempts: attemptsMade, traceId };
+          reportAttempt(ids, attempt, admission, c, latencyMs, ctx, attemptStartedAtMs);
+          return valueOnly ? end.value : new GuardedResult(end.value, false, attemptsMade, ids);
         }
         if (lastFailedValue !== undefined) options.discardValue?.(lastFailedValue.value);
         lastFailedValue = { value: end.value };
@@ -326,7 +256,7 @@ export async function guardedCall<T>(
         break;
       }
     }
-    report(attempt, admission, c, latencyMs, spanId, attemptStartedAtMs);
+    reportAttempt(ids, attempt, admission, c, latencyMs, ctx, attemptStartedAtMs);
 
     // The caller's own error: returned at once, neither retried nor degraded.
     if (c.result === "ignored" && end.kind === "error") throw end.error;
@@ -360,7 +290,7 @@ export async function guardedCall<T>(
       attempt: attempt + 1,
       delayMs: waitMs,
       errorType: c.errorType,
-      traceId,
+      traceId: ids.traceId,
     });
     if (lastFailedValue !== undefined) {
       options.discardValue?.(lastFailedValue.value);
@@ -372,20 +302,15 @@ export async function guardedCall<T>(
   const error = failure ?? new RetriesExhaustedError(dependency, attemptsMade, lastCause);
   if (options.fallback !== undefined) {
     if (lastFailedValue !== undefined) options.discardValue?.(lastFailedValue.value);
-    events.emit({ type: "fallback", dependency, errorName: error.name, traceId });
+    events.emit({ type: "fallback", dependency, errorName: error.name, traceId: ids.traceId });
     const value = await options.fallback(error);
-    return { value, degraded: true, attempts: attemptsMade, traceId, error };
+    return valueOnly ? value : new GuardedResult(value, true, attemptsMade, ids, error);
   }
   // With no fallback, a failed value (the last 503 Response) is what the caller gets, so an HTTP
   // client sees the dependency's own answer.
   if (lastFailedValue !== undefined) {
-    return {
-      value: lastFailedValue.value,
-      degraded: false,
-      attempts: attemptsMade,
-      traceId,
-      error,
-    };
+    const value = lastFailedValue.value;
+    return valueOnly ? value : new GuardedResult(value, false, attemptsMade, ids, error);
   }
   throw error;
 }

@@ -22,6 +22,19 @@ export {
   RetriesExhaustedError,
 } from "./errors.ts";
 export type { BulwarkEvent, BulwarkEventListener } from "./events.ts";
+export {
+  type BreakerStateEvent,
+  type FleetEvent,
+  type FleetEventListener,
+  type FleetEventOrigin,
+  type FleetSubscribeOptions,
+  type FleetWatchOptions,
+  MAX_WATCH_QUEUE,
+  type PolicyDeletedEvent,
+  type PolicyEvent,
+} from "./fleet-events.ts";
+export type { FleetBreakerState } from "./fleet-state.ts";
 export type { AttemptContext, CallOptions, CallResult } from "./guarded-call.ts";
 export { DEGRADED_HEADER, type GuardedFetchOptions } from "./guarded-fetch.ts";
 export { type BulwarkOptions, DEFAULT_ACQUIRE_TIMEOUT_MS } from "./options.ts";
+export { MAX_PENDING_OUTCOMES, REPORT_BATCH_SIZE, REPORT_INTERVAL_MS } from "./reporter.ts";

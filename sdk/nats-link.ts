@@ -1,4 +1,5 @@
 import { connect, type NatsConnection } from "nats";
+import { reconnectDelayMs } from "./reconnect.ts";
 
 /**
  * Between reconnect attempts to NATS; the client adds its own jitter. Short, because events and
@@ -18,6 +19,8 @@ export class NatsLink {
   private pending: Promise<NatsConnection> | undefined;
   private open: NatsConnection | undefined;
   private closed = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private wakeRetry: (() => void) | undefined;
   private readonly statusListeners = new Set<(status: NatsLinkStatus) => void>();
 
   constructor(
@@ -44,28 +47,45 @@ export class NatsLink {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.wakeRetry?.();
     const nc = this.open;
     this.open = undefined;
     if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc.close());
   }
 
   private async connectUntilReached(): Promise<NatsConnection> {
-    const nc = await connect({
-      servers: [...this.servers],
-      ...(this.token === undefined ? {} : { token: this.token }),
-      waitOnFirstConnect: true,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: NATS_RECONNECT_WAIT_MS,
-      name: "bulwark-sdk",
-    });
-    if (this.closed) {
-      await nc.close();
-      throw new Error("the Bulwark client is closed");
+    // Each first attempt is made by hand rather than with the client's waitOnFirstConnect, which
+    // cannot be stopped: a client closed before NATS was ever reached must not keep retrying
+    // (and keep the process alive).
+    for (let failures = 1; ; failures++) {
+      if (this.closed) throw new Error("the Bulwark client is closed");
+      let nc: NatsConnection;
+      try {
+        nc = await connect({
+          servers: [...this.servers],
+          ...(this.token === undefined ? {} : { token: this.token }),
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: NATS_RECONNECT_WAIT_MS,
+          name: "bulwark-sdk",
+        });
+      } catch {
+        await new Promise<void>((resolve) => {
+          this.wakeRetry = resolve;
+          this.retryTimer = setTimeout(resolve, reconnectDelayMs(failures));
+          this.retryTimer.unref();
+        });
+        continue;
+      }
+      if (this.closed) {
+        await nc.close();
+        throw new Error("the Bulwark client is closed");
+      }
+      this.open = nc;
+      this.emit("connected");
+      void this.followStatus(nc);
+      return nc;
     }
-    this.open = nc;
-    this.emit("connected");
-    void this.followStatus(nc);
-    return nc;
   }
 
   private async followStatus(nc: NatsConnection): Promise<void> {

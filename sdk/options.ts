@@ -23,6 +23,13 @@ export interface BulwarkOptions {
   nats?: string | readonly string[];
   /** Token for a NATS server that requires one. */
   natsToken?: string;
+  /**
+   * Ask the control plane (Acquire) before every attempt, as the SDK did before it followed the
+   * fleet's state. Default false: attempts are admitted locally while the followed breaker is
+   * CLOSED, and only HALF_OPEN asks the server for a permit. Strict mode costs a round trip per
+   * attempt and lets no call slip through after the fleet's breaker opened.
+   */
+  strict?: boolean;
 }
 
 export interface NormalizedOptions {
@@ -34,6 +41,7 @@ export interface NormalizedOptions {
   /** Empty when NATS is not configured. */
   nats: readonly string[];
   natsToken: string | undefined;
+  strict: boolean;
 }
 
 /**
@@ -80,6 +88,9 @@ export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
       );
     }
   }
+  if (options.strict !== undefined && typeof options.strict !== "boolean") {
+    throw new RangeError(`options.strict must be a boolean; got ${JSON.stringify(options.strict)}`);
+  }
   if (options.natsToken !== undefined && !/^\S{1,4096}$/.test(options.natsToken)) {
     throw new RangeError("options.natsToken must be 1-4096 characters without whitespace");
   }
@@ -91,5 +102,6 @@ export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
     ca: options.ca,
     nats,
     natsToken: options.natsToken,
+    strict: options.strict ?? false,
   };
 }

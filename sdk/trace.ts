@@ -1,13 +1,31 @@
-import { randomBytes } from "node:crypto";
+import { randomFillSync } from "node:crypto";
+
+/**
+ * Random bytes are drawn from the system in blocks of this size and handed out as ids: one
+ * system call per 256 trace ids instead of one per id, which matters on the fast path.
+ */
+const RANDOM_POOL_BYTES = 4_096;
+const pool = Buffer.allocUnsafe(RANDOM_POOL_BYTES);
+let poolOffset = RANDOM_POOL_BYTES;
+
+function randomHex(bytes: number): string {
+  if (poolOffset + bytes > RANDOM_POOL_BYTES) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const hex = pool.toString("hex", poolOffset, poolOffset + bytes);
+  poolOffset += bytes;
+  return hex;
+}
 
 /** A new W3C trace id: 16 random bytes as 32 lowercase hex digits. */
 export function newTraceId(): string {
-  return randomBytes(16).toString("hex");
+  return randomHex(16);
 }
 
 /** A new W3C span id: 8 random bytes as 16 lowercase hex digits. */
 export function newSpanId(): string {
-  return randomBytes(8).toString("hex");
+  return randomHex(8);
 }
 
 /** A `traceparent` header value (W3C Trace Context, version 00, sampled). */

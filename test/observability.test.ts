@@ -55,7 +55,8 @@ describe("metrics and health endpoints", () => {
         ],
       },
     });
-    const bulwark = createBulwark({ url: server.url, service: "obs-svc" });
+    // Strict mode asks the server before every attempt, so each call shows in the Acquire count.
+    const bulwark = createBulwark({ url: server.url, service: "obs-svc", strict: true });
     const ask = () =>
       bulwark.call("obs.chat", ({ signal }) =>
         fetch(`${upstream.baseUrl}/chat/completions`, {

@@ -32,7 +32,7 @@ export interface RequestRecord {
 export interface AttemptRecord {
   startedAtMs: number;
   spanId: string;
-  admission: "allow" | "probe" | "local";
+  admission: "allow" | "probe" | "fleet" | "local";
   result: string;
 }
 

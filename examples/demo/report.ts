@@ -127,14 +127,16 @@ export function buildReport(o: Observations): DemoReport {
       let admittedBeforeOpen = 0;
       let local = 0;
       let unexpected = 0;
-      // The server is the one place admissions are ordered: an ALLOW was necessarily given
-      // while the breaker was still CLOSED, so an allowed attempt arriving after the opening was
-      // in flight when it opened. Anything admitted locally, or not matched to an attempt the
-      // SDK made, is unexpected.
+      // An ALLOW from the server was necessarily given while the breaker was still CLOSED, and
+      // an attempt admitted from the followed (`fleet`) state was admitted before the instance
+      // heard of the opening: either arriving after the opening was in flight, or slipped
+      // through while the transition travelled. Anything admitted by the local breaker, or not
+      // matched to an attempt the SDK made, is unexpected.
       for (const arrival of after) {
         const attempt = attemptsBySpan.get(spanOf(arrival.traceparent));
         if (attempt?.admission === "probe") probes++;
-        else if (attempt?.admission === "allow") admittedBeforeOpen++;
+        else if (attempt?.admission === "allow" || attempt?.admission === "fleet")
+          admittedBeforeOpen++;
         else if (attempt?.admission === "local") local++;
         else unexpected++;
       }
