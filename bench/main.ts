@@ -4,8 +4,12 @@
  */
 import { cpus } from "node:os";
 import { auditBench } from "./audit-bench.ts";
+import { breakerBench } from "./breaker-bench.ts";
+import { guardedCallBench } from "./guarded-call-bench.ts";
 
 process.stdout.write(
   `Bulwark benchmarks — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}\n`,
 );
+await guardedCallBench();
+await breakerBench();
 await auditBench();
