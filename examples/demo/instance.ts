@@ -45,7 +45,7 @@ bulwark.on((event) => {
       admission: event.admission,
       result: event.result,
     });
-  } else if (event.type !== "report-dropped") {
+  } else if (event.type !== "report-dropped" && event.type !== "idempotency") {
     events.push({ atMs: Date.now(), type: event.type });
   }
 });
