@@ -25,6 +25,11 @@ export const REQUEST_HASH_BYTES = 32;
 export const SWEEP_INTERVAL_MS = 1_000;
 /** Records one sweep deletes at most: bounds how long it holds the writer. */
 export const SWEEP_BATCH = 500;
+/**
+ * Writes one commit carries at most. Writes that arrive together share one commit (one fsync);
+ * the cap bounds how long one batch holds the event loop.
+ */
+export const MAX_COMMIT_BATCH = 256;
 
 /** The stored form of a scope: a service's own, or one shared by name. */
 export function scopeOf(service: string, sharedScope: string): string {
@@ -58,14 +63,24 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
+interface PendingWrite {
+  write: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
 /**
- * The idempotency ledger (DESIGN §7). Begin, Complete and Abandon each run in one IMMEDIATE
- * SQLite transaction, so concurrent callers are serialized by the database: of any number of
- * Begins for one key exactly one finds it free. An expired record counts as absent, and a
+ * The idempotency ledger (DESIGN §7). Begin, Complete and Abandon are group-committed: the
+ * writes that arrive in one turn of the event loop run one after the other, each in its own
+ * savepoint, inside one IMMEDIATE transaction, and every caller is answered only after that
+ * transaction is on disk. The server is one thread and runs the writes in order, so of any number
+ * of Begins for one key exactly one finds it free. An expired record counts as absent, and a
  * background sweep deletes expired records a bounded batch at a time.
  */
 export class IdempotencyLedger {
   private readonly sweepTimer: NodeJS.Timeout;
+  private pending: PendingWrite[] = [];
+  private flushScheduled = false;
 
   constructor(
     private readonly store: IdempotencyStore,
@@ -78,8 +93,8 @@ export class IdempotencyLedger {
     this.sweepTimer.unref();
   }
 
-  begin(input: BeginInput): BeginResult {
-    return this.store.transaction((): BeginResult => {
+  begin(input: BeginInput): Promise<BeginResult> {
+    return this.write((): BeginResult => {
       const nowMs = this.clock();
       let row = this.store.get(input.scope, input.key);
       if (row !== undefined && row.expiresAtMs <= nowMs) row = undefined;
@@ -121,12 +136,12 @@ export class IdempotencyLedger {
    * Stores the response under the key the token holds. A completion repeated with the same
    * response (a retried RPC) succeeds again; a token that lost its key is refused.
    */
-  complete(
+  async complete(
     leaseToken: string,
     response: Uint8Array,
     cause: Omit<Completion, "record">,
-  ): { record: IdempotencyRow; eventId: string } {
-    const { record, fresh } = this.store.transaction(() => {
+  ): Promise<{ record: IdempotencyRow; eventId: string }> {
+    const { record, fresh } = await this.write(() => {
       const nowMs = this.clock();
       const row = this.held(leaseToken, nowMs);
       if (row.state === "completed") {
@@ -162,8 +177,8 @@ export class IdempotencyLedger {
   }
 
   /** Releases an in-progress key so that the next Begin runs the work again. */
-  abandon(leaseToken: string): void {
-    this.store.transaction(() => {
+  async abandon(leaseToken: string): Promise<void> {
+    await this.write(() => {
       const row = this.held(leaseToken, this.clock());
       if (row.state === "completed") {
         throw new FailedPreconditionError(
@@ -194,6 +209,48 @@ export class IdempotencyLedger {
 
   close(): void {
     clearInterval(this.sweepTimer);
+  }
+
+  /** Queues a write for the next group commit; resolves once it is on disk. */
+  private write<T>(write: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ write, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Runs queued writes in one transaction; a write that throws rolls back only its savepoint. */
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.pending.splice(0, MAX_COMMIT_BATCH);
+    if (this.pending.length > 0) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    const results: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    try {
+      this.store.transaction(() => {
+        for (const item of batch) {
+          try {
+            results.push({ ok: true, value: this.store.savepoint(item.write) });
+          } catch (error) {
+            results.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (err) {
+      // The commit failed (a full disk): nothing of the batch is stored, and every caller hears so.
+      for (const item of batch) item.reject(err);
+      return;
+    }
+    batch.forEach((item, i) => {
+      const r = results[i]!;
+      if (r.ok) item.resolve(r.value);
+      else item.reject(r.error);
+    });
   }
 
   /** The live record the token holds; refused when it was taken over, released or expired. */
