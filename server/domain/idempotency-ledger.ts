@@ -81,6 +81,7 @@ export class IdempotencyLedger {
   private readonly sweepTimer: NodeJS.Timeout;
   private pending: PendingWrite[] = [];
   private flushScheduled = false;
+  private closed = false;
 
   constructor(
     private readonly store: IdempotencyStore,
@@ -197,10 +198,16 @@ export class IdempotencyLedger {
     return row;
   }
 
-  /** Deletes one batch of expired records; returns how many. */
+  /**
+   * Deletes one batch of expired records and returns how many. A full batch means more are
+   * waiting: the next batch follows once other work has had its turn, so a backlog drains
+   * without one sweep holding the writer for long.
+   */
   sweep(): number {
     try {
-      return this.store.deleteExpired(this.clock(), SWEEP_BATCH);
+      const deleted = this.store.deleteExpired(this.clock(), SWEEP_BATCH);
+      if (deleted === SWEEP_BATCH && !this.closed) setImmediate(() => this.sweep());
+      return deleted;
     } catch (err) {
       this.logger.error({ err }, "idempotency sweep failed; will retry");
       return 0;
@@ -208,11 +215,13 @@ export class IdempotencyLedger {
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.sweepTimer);
   }
 
   /** Queues a write for the next group commit; resolves once it is on disk. */
   private write<T>(write: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new Error("the idempotency ledger is closed"));
     return new Promise<T>((resolve, reject) => {
       this.pending.push({ write, resolve: resolve as (value: unknown) => void, reject });
       if (!this.flushScheduled) {
