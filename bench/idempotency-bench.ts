@@ -91,8 +91,10 @@ export async function idempotencyBench(): Promise<void> {
 
     const server = await spawnServerProcess(join(tmp.dir, "ledger.db"));
     try {
+      // One connection, as one SDK instance has: the callers' RPCs share it as HTTP/2 streams.
+      const transport = createGrpcTransport({ baseUrl: server.url });
       const clients = Array.from({ length: CONCURRENCY }, () =>
-        createClient(IdempotencyService, createGrpcTransport({ baseUrl: server.url })),
+        createClient(IdempotencyService, transport),
       );
       const pair = async (c: (typeof clients)[number], key: string) => {
         const begun = await c.begin({

@@ -40,9 +40,9 @@ describe("idempotency ledger on a fake clock", () => {
       new IdempotencyStore(db),
       () => nowMs,
       pino({ level: "silent" }),
-      (c) => {
-        completions.push(c);
-        return "event-1";
+      (batch) => {
+        completions.push(...batch);
+        return batch.map(() => "event-1");
       },
     );
   });

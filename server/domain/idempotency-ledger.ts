@@ -82,13 +82,18 @@ export class IdempotencyLedger {
   private pending: PendingWrite[] = [];
   private flushScheduled = false;
   private closed = false;
+  /** Completions of the batch being written, with the answers that will carry their event ids. */
+  private completions: { completion: Completion; answer: { eventId: string } }[] = [];
 
   constructor(
     private readonly store: IdempotencyStore,
     private readonly clock: () => number,
     private readonly logger: Logger,
-    /** Called after a completion is committed; returns the event id it was recorded under. */
-    private readonly onCompleted: (completion: Completion) => string = () => "",
+    /**
+     * Called with the completions of a batch once it is committed, before any caller is
+     * answered; returns the event id each was recorded under, in order.
+     */
+    private readonly onCompleted: (completions: Completion[]) => string[] = (c) => c.map(() => ""),
   ) {
     this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
     this.sweepTimer.unref();
@@ -142,11 +147,11 @@ export class IdempotencyLedger {
     response: Uint8Array,
     cause: Omit<Completion, "record">,
   ): Promise<{ record: IdempotencyRow; eventId: string }> {
-    const { record, fresh } = await this.write(() => {
+    return this.write(() => {
       const nowMs = this.clock();
       const row = this.held(leaseToken, nowMs);
       if (row.state === "completed") {
-        if (sameBytes(row.response, response)) return { record: row, fresh: false };
+        if (sameBytes(row.response, response)) return { record: row, eventId: "" };
         throw new FailedPreconditionError(
           `key ${JSON.stringify(row.key)} is already completed with another response`,
         );
@@ -160,21 +165,11 @@ export class IdempotencyLedger {
         expiresAtMs: nowMs + row.retentionMs,
       };
       this.store.put(completed);
-      return { record: completed, fresh: true };
+      // Audited once the batch is committed, together with the batch's other completions.
+      const answer = { record: completed, eventId: "" };
+      this.completions.push({ completion: { record: completed, ...cause }, answer });
+      return answer;
     });
-    let eventId = "";
-    if (fresh) {
-      try {
-        eventId = this.onCompleted({ record, ...cause });
-      } catch (err) {
-        // The completion is committed; only its audit record is lost (logged, not hidden).
-        this.logger.error(
-          { err, scope: record.scope },
-          "audit of an idempotency completion failed",
-        );
-      }
-    }
-    return { record, eventId };
   }
 
   /** Releases an in-progress key so that the next Begin runs the work again. */
@@ -240,6 +235,7 @@ export class IdempotencyLedger {
       setImmediate(() => this.flush());
     }
     const results: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    this.completions = [];
     try {
       this.store.transaction(() => {
         for (const item of batch) {
@@ -255,11 +251,27 @@ export class IdempotencyLedger {
       for (const item of batch) item.reject(err);
       return;
     }
+    this.audit(this.completions);
+    this.completions = [];
     batch.forEach((item, i) => {
       const r = results[i]!;
       if (r.ok) item.resolve(r.value);
       else item.reject(r.error);
     });
+  }
+
+  /** Records the batch's completions (one audit commit for all of them). */
+  private audit(done: { completion: Completion; answer: { eventId: string } }[]): void {
+    if (done.length === 0) return;
+    try {
+      const eventIds = this.onCompleted(done.map((d) => d.completion));
+      done.forEach((d, i) => {
+        d.answer.eventId = eventIds[i] ?? "";
+      });
+    } catch (err) {
+      // The completions are committed; only their audit records are lost (logged, not hidden).
+      this.logger.error({ err, count: done.length }, "audit of idempotency completions failed");
+    }
   }
 
   /** The live record the token holds; refused when it was taken over, released or expired. */
