@@ -49,9 +49,13 @@ interface Upstream {
   close(): Promise<void>;
 }
 
-/** A real HTTP server standing in for the external API: counts requests, answers uniquely. */
+/**
+ * A real HTTP server standing in for the external API: counts requests, answers uniquely. A body
+ * containing "fail-first" gets a 503 the first time it is seen.
+ */
 async function startUpstream(delayMs = UPSTREAM_DELAY_MS): Promise<Upstream> {
   const requests: Upstream["requests"] = [];
+  const seen = new Set<string>();
   const server: Server = createServer((req, res) => {
     let body = "";
     req.on("data", (d: Buffer) => {
@@ -59,6 +63,12 @@ async function startUpstream(delayMs = UPSTREAM_DELAY_MS): Promise<Upstream> {
     });
     req.on("end", () => {
       requests.push({ body, headers: req.headers });
+      if (body.includes("fail-first") && !seen.has(body)) {
+        seen.add(body);
+        res.writeHead(503);
+        res.end();
+        return;
+      }
       setTimeout(() => {
         res.writeHead(201, { "content-type": "application/json", "x-upstream": "yes" });
         res.end(JSON.stringify({ answer: randomUUID(), n: requests.length }));
@@ -305,6 +315,56 @@ describe("the SDK's answers", () => {
     const conflict = await send('{"amount":2}').catch((e: unknown) => e);
     expect(isIdempotencyConflictError(conflict)).toBe(true);
     expect(upstream.requests.length - before).toBe(1);
+    await bulwark.close();
+  });
+
+  it("reuses the key for the retries of one call and stores only the final answer", async () => {
+    await clientsFor(server.url).policies.putPolicy({
+      policy: testPolicy("idem.retry", {
+        timeoutMs: 4_000,
+        retry: { maxAttempts: 3, initialBackoffMs: 10, maxBackoffMs: 20 },
+      }),
+    });
+    const bulwark = createBulwark({ url: server.url, service: "idem-test" });
+    const guarded = bulwark.fetch("idem.retry");
+    const key = `retried-${randomUUID()}`;
+    const body = `{"fail-first":"${key}"}`;
+    const before = upstream.requests.length;
+    const send = () =>
+      guarded(upstream.url, { method: "POST", headers: { [IDEMPOTENCY_KEY_HEADER]: key }, body });
+    const first = await send();
+    expect(first.status).toBe(201);
+    const sent = upstream.requests.slice(before);
+    expect(sent.map((r) => r.headers[IDEMPOTENCY_KEY_HEADER])).toEqual([key, key]);
+    const again = await send();
+    expect(await again.text()).toBe(await first.text());
+    expect(upstream.requests.length - before).toBe(2);
+    const { record } = await ledgerClient(server.url).getRecord({ service: "idem-test", key });
+    expect(record?.state).toBe(IdempotencyState.COMPLETED);
+    await bulwark.close();
+  });
+
+  it("does not store a degraded result: the next call with the key runs again", async () => {
+    const bulwark = createBulwark({ url: server.url, service: "idem-test" });
+    const key = `degraded-${randomUUID()}`;
+    let runs = 0;
+    const options = {
+      idempotencyKey: key,
+      fallback: () => "from the fallback",
+    };
+    const degraded = await bulwark.execute(
+      DEPENDENCY,
+      async () => {
+        runs++;
+        throw Object.assign(new Error("upstream down"), { status: 503 });
+      },
+      options,
+    );
+    expect(degraded).toMatchObject({ value: "from the fallback", degraded: true });
+    const fresh = await bulwark.execute(DEPENDENCY, async () => `run ${++runs}`, options);
+    expect(fresh).toMatchObject({ value: "run 2", degraded: false });
+    const replayed = await bulwark.execute(DEPENDENCY, async () => `run ${++runs}`, options);
+    expect(replayed).toMatchObject({ value: "run 2", replayed: true, attempts: 0 });
     await bulwark.close();
   });
 
