@@ -189,7 +189,10 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
           breakerService(breakers, policies, hub, shutdown.signal, observers),
         );
         router.service(AuditService, auditService(audit));
-        router.service(IdempotencyService, idempotencyService(ledger));
+        router.service(
+          IdempotencyService,
+          idempotencyService(ledger, (outcome) => metrics.recordIdempotencyBegin(outcome)),
+        );
         router.service(
           Health,
           healthService(

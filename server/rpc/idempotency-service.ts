@@ -8,6 +8,7 @@ import {
   IdempotencyState,
 } from "../../gen/bulwark/v1/idempotency_pb.ts";
 import type { IdempotencyLedger } from "../domain/idempotency-ledger.ts";
+import type { BeginOutcomeName } from "../observability/metrics.ts";
 import type { IdempotencyRow } from "../storage/idempotency-store.ts";
 import { callInfo } from "./call-context.ts";
 import {
@@ -43,12 +44,14 @@ function recordToWire(r: IdempotencyRow): IdempotencyRecord {
 
 export function idempotencyService(
   ledger: IdempotencyLedger,
+  onBegin: (outcome: BeginOutcomeName) => void = () => {},
 ): ServiceImpl<typeof IdempotencyService> {
   return {
     async begin(req) {
       const input = validateBegin(req);
       const result = await ledger.begin(input);
       const r = result.record;
+      onBegin(result.kind === "new" && result.takenOver ? "taken-over" : result.kind);
       return {
         outcome: OUTCOME[result.kind],
         leaseToken: result.kind === "new" ? r.leaseToken : "",
