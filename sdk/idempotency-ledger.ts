@@ -1,6 +1,7 @@
 import { BeginOutcome } from "../gen/bulwark/v1/idempotency_pb.ts";
 import { type ControlPlane, isUnreachable, refused } from "./control-plane.ts";
 import {
+  ControlPlaneError,
   IdempotencyConflictError,
   IdempotencyInProgressError,
   IdempotencyUnavailableError,
@@ -199,7 +200,11 @@ export async function runOnce<T>(
       case BeginOutcome.NEW:
         return await runLeased(cp, spec, res, codec, work, emit);
       default:
-        throw refused(`idempotency Begin of ${scope} answered ${res.outcome}`, undefined);
+        // A newer control plane with an outcome this SDK does not know.
+        throw new ControlPlaneError(
+          `idempotency Begin of ${scope} answered an unknown outcome ${res.outcome}`,
+          undefined,
+        );
     }
   }
 }
