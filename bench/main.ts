@@ -6,6 +6,7 @@ import { cpus } from "node:os";
 import { auditBench } from "./audit-bench.ts";
 import { breakerBench } from "./breaker-bench.ts";
 import { guardedCallBench } from "./guarded-call-bench.ts";
+import { idempotencyBench } from "./idempotency-bench.ts";
 
 process.stdout.write(
   `Bulwark benchmarks — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}\n`,
@@ -13,3 +14,4 @@ process.stdout.write(
 await guardedCallBench();
 await breakerBench();
 await auditBench();
+await idempotencyBench();

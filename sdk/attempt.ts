@@ -2,6 +2,7 @@
  * One attempt of a guarded call and its report: the hot path of every call, kept apart so its
  * cost stays visible.
  */
+import { randomUUID } from "node:crypto";
 import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import type { Admission } from "./admission.ts";
 import type { AttemptResult, Classification } from "./classify.ts";
@@ -9,7 +10,7 @@ import type { ControlPlane } from "./control-plane.ts";
 import type { EventEmitter } from "./events.ts";
 import type { AttemptContext } from "./guarded-call.ts";
 import type { OutcomeFields } from "./reporter.ts";
-import { newSpanId, newTraceId, traceparent } from "./trace.ts";
+import { callTraceId, newSpanId, traceparent } from "./trace.ts";
 
 const RESULT: Record<AttemptResult, OutcomeResult> = {
   success: OutcomeResult.SUCCESS,
@@ -165,7 +166,8 @@ export class CallIds {
   }
 
   get traceId(): string {
-    this.trace ??= newTraceId();
+    // The caller's trace, else the active OpenTelemetry span's, else a new one.
+    this.trace ??= callTraceId(undefined);
     return this.trace;
   }
 
@@ -200,7 +202,10 @@ const SCRATCH: OutcomeFields = {
   causationId: "",
 };
 
-/** Queues one attempt's outcome for the control plane and tells listeners about it. */
+/**
+ * Queues one attempt's outcome for the control plane and tells listeners about it. Returns the
+ * attempt event's event_id, or "" when nobody listens (no event is made then).
+ */
 export function reportAttempt(
   ids: CallIds,
   attempt: number,
@@ -209,7 +214,7 @@ export function reportAttempt(
   latencyMs: number,
   ctx: { readonly spanId: string } | undefined,
   startedAtMs: number,
-): void {
+): string {
   const o = SCRATCH;
   o.dependency = ids.dependency;
   o.service = ids.service;
@@ -225,19 +230,25 @@ export function reportAttempt(
   o.requestId = c.result === "success" ? ids.requestIdIfMade : ids.requestId;
   o.causationId = ids.causationId;
   ids.cp.report(o, admission);
-  if (ids.events.active && admission.kind !== "reject") {
-    ids.events.emit({
-      type: "attempt",
-      dependency: ids.dependency,
-      attempt,
-      admission: admission.kind,
-      traceId: ids.traceId,
-      spanId: ctx?.spanId ?? "",
-      startedAtMs,
-      result: c.result,
-      errorType: c.errorType,
-      statusCode: c.statusCode,
-      latencyMs,
-    });
+  if (!ids.events.active) return "";
+  const eventId = randomUUID();
+  if (admission.kind !== "reject") {
+    ids.events.emit(
+      {
+        type: "attempt",
+        dependency: ids.dependency,
+        attempt,
+        admission: admission.kind,
+        traceId: ids.traceId,
+        spanId: ctx?.spanId ?? "",
+        startedAtMs,
+        result: c.result,
+        errorType: c.errorType,
+        statusCode: c.statusCode,
+        latencyMs,
+      },
+      { eventId, causationId: ids.causationId },
+    );
   }
+  return eventId;
 }

@@ -16,6 +16,7 @@ import {
   guardedValue,
 } from "./guarded-call.ts";
 import { createGuardedFetch, type GuardedFetchOptions } from "./guarded-fetch.ts";
+import { idempotentCall, type OnceContext, type OnceOptions, once } from "./idempotent-call.ts";
 import { NatsLink } from "./nats-link.ts";
 import { type BulwarkOptions, normalizeOptions } from "./options.ts";
 
@@ -38,6 +39,14 @@ export interface Bulwark {
     fn: (ctx: AttemptContext) => Promise<T>,
     options?: CallOptions<T>,
   ): Promise<CallResult<T>>;
+  /**
+   * Runs `fn` once per key across the fleet and returns its result (stored as JSON); a later
+   * call with the same key and request returns the stored result without running `fn`. Throws
+   * IdempotencyConflictError for the same key with another request, IdempotencyInProgressError
+   * when another caller holds the key longer than `waitMs`, IdempotencyUnavailableError when the
+   * control plane cannot be reached (unless `runWithoutLedger`).
+   */
+  once<T>(key: string, fn: (ctx: OnceContext) => Promise<T>, options?: OnceOptions): Promise<T>;
   /** A fetch whose requests are guarded calls to `dependency`. */
   fetch(dependency: string, options?: GuardedFetchOptions): typeof globalThis.fetch;
   /** Subscribes to the SDK's typed events; returns the unsubscribe function. */
@@ -103,12 +112,20 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
     dependency: string,
     fn: (ctx: AttemptContext) => Promise<T>,
     callOptions: CallOptions<T> = {},
-  ) => guardedCall(cp, events, config.service, dependency, fn, callOptions);
+  ) =>
+    callOptions.idempotencyKey === undefined
+      ? guardedCall(cp, events, config.service, dependency, fn, callOptions)
+      : idempotentCall(cp, events, config.service, dependency, fn, callOptions);
   return {
     service: config.service,
     execute,
     call: (dependency, fn, callOptions = {}) =>
-      guardedValue(cp, events, config.service, dependency, fn, callOptions),
+      callOptions.idempotencyKey === undefined
+        ? guardedValue(cp, events, config.service, dependency, fn, callOptions)
+        : idempotentCall(cp, events, config.service, dependency, fn, callOptions).then(
+            (result) => result.value,
+          ),
+    once: (key, fn, onceOptions) => once(cp, events, config.service, key, fn, onceOptions),
     fetch: (dependency, fetchOptions) => createGuardedFetch(execute, dependency, fetchOptions),
     on: (listener) => events.on(listener),
     subscribe: (listener, subscribeOptions) => subscribeFleet(cp.state, listener, subscribeOptions),

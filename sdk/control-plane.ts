@@ -2,6 +2,7 @@ import { type Client, Code, ConnectError, createClient } from "@connectrpc/conne
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AcquireDecision, BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
 import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
+import { IdempotencyService } from "../gen/bulwark/v1/idempotency_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import type { CountedResult } from "../server/domain/breaker-engine.ts";
 import { type Admission, admitFromFleet, HOLD, LOCAL } from "./admission.ts";
@@ -82,7 +83,10 @@ export class ControlPlane {
   private readonly policies = new Map<string, CachedPolicy>();
   /** Per dependency, until when the server's last answer said the breaker rejects. */
   private readonly lastRejectUntil = new Map<string, number>();
-  private readonly headers: Record<string, string>;
+  /** The idempotency ledger's client (used by ./idempotency-ledger.ts). */
+  readonly idempotency: Client<typeof IdempotencyService>;
+  /** Headers every control-plane call carries. */
+  readonly headers: Record<string, string>;
   private reachability: Reachability = { kind: "connected" };
   private reconnectTimer: NodeJS.Timeout | undefined;
   private readonly follower: FleetFollower;
@@ -120,6 +124,7 @@ export class ControlPlane {
     this.closeTransport = () => grpcJs?.close();
     this.policyClient = createClient(PolicyService, transport);
     this.breakerClient = createClient(BreakerService, transport);
+    this.idempotency = createClient(IdempotencyService, transport);
     this.headers = { [PRINCIPAL_HEADER]: options.service };
     this.reporter = new Reporter(
       async (outcomes) => {

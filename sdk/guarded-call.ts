@@ -10,6 +10,7 @@ import {
   RetriesExhaustedError,
 } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
+import type { IdempotencyOptions } from "./idempotent-call.ts";
 
 /**
  * What the guarded function gets for each attempt. `signal`, `traceId`, `spanId` and
@@ -44,13 +45,21 @@ export interface CallOptions<T> {
   classifyValue?: (value: T) => Classification | undefined;
   /** Disposes of a failed value before a retry (a Response's unread body). */
   discardValue?: (value: T) => void;
-  /** The W3C trace id to use; a new one when unset. */
+  /** The W3C trace id to use; the active OpenTelemetry span's, else a new one, when unset. */
   traceId?: string;
   /**
    * The event_id of the application event that led to this call. A breaker transition the call
    * causes names it as its cause, so the causal chain can be rebuilt.
    */
   causationId?: string;
+  /**
+   * Runs the call at most once per key across the fleet (1-255 bytes): a later call with the
+   * same key and request gets the stored result without calling the dependency. Retries of this
+   * call reuse the key. See IdempotencyOptions and README, "Idempotency".
+   */
+  idempotencyKey?: string;
+  /** How the idempotency key is applied; used only with `idempotencyKey`. */
+  idempotency?: IdempotencyOptions<T>;
 }
 
 export interface CallResult<T> {
@@ -62,6 +71,10 @@ export interface CallResult<T> {
   traceId: string;
   /** Why the call degraded. */
   error?: BulwarkError;
+  /** The value is the stored result of an earlier call with the same idempotency key. */
+  replayed?: boolean;
+  /** The event_id of the attempt that produced the value, when an attempt did. */
+  eventId?: string;
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
@@ -87,7 +100,7 @@ function cancellationError(reason: unknown): unknown {
  * Refuses call options the control plane would refuse later (which would drop the whole report
  * batch they travel in), naming the option and its rule.
  */
-function checkCallOptions(
+export function checkCallOptions(
   options: Pick<CallOptions<unknown>, "deadlineMs" | "traceId" | "causationId">,
 ): void {
   const { deadlineMs, traceId, causationId } = options;
@@ -133,15 +146,18 @@ export function guardedValue<T>(
 /** A call's result, for `execute` (`call` returns the value alone and makes no trace id). */
 class GuardedResult<T> implements CallResult<T> {
   readonly traceId: string;
+  readonly eventId: string | undefined;
 
   constructor(
     readonly value: T,
     readonly degraded: boolean,
     readonly attempts: number,
     ids: CallIds,
+    eventId: string,
     readonly error?: BulwarkError,
   ) {
     this.traceId = ids.traceId;
+    this.eventId = eventId === "" ? undefined : eventId;
   }
 }
 
@@ -166,6 +182,8 @@ async function runGuarded<T>(
   let failure: BulwarkError | undefined;
   let lastCause: unknown;
   let lastFailedValue: { value: T } | undefined;
+  /** The event_id of the last attempt or rejection: the cause of a retry or fallback. */
+  let lastEventId = "";
 
   const ids = new CallIds(
     cp,
@@ -187,15 +205,18 @@ async function runGuarded<T>(
       cp.admitFast(dependency) ??
       (await cp.acquire(dependency, attempt, ids.traceId, ids.requestId));
     if (admission.kind === "reject") {
-      reportAttempt(ids, attempt, admission, REJECTED, 0, undefined, 0);
+      lastEventId = reportAttempt(ids, attempt, admission, REJECTED, 0, undefined, 0);
       if (events.active)
-        events.emit({
-          type: "rejected",
-          dependency,
-          attempt,
-          retryAtMs: admission.retryAtMs,
-          traceId: ids.traceId,
-        });
+        events.emit(
+          {
+            type: "rejected",
+            dependency,
+            attempt,
+            retryAtMs: admission.retryAtMs,
+            traceId: ids.traceId,
+          },
+          { eventId: lastEventId, causationId: ids.causationId },
+        );
       failure = new CircuitOpenError(dependency, admission.retryAtMs);
       failure.cause = lastCause;
       break;
@@ -213,7 +234,15 @@ async function runGuarded<T>(
     let c: Classification;
     switch (end.kind) {
       case "cancelled":
-        reportAttempt(ids, attempt, admission, CANCELLED, latencyMs, ctx, attemptStartedAtMs);
+        lastEventId = reportAttempt(
+          ids,
+          attempt,
+          admission,
+          CANCELLED,
+          latencyMs,
+          ctx,
+          attemptStartedAtMs,
+        );
         throw cancellationError(end.reason);
       case "timeout": {
         const timedOutAtDeadline = attemptTimeoutMs < policy.timeoutMs;
@@ -234,7 +263,7 @@ async function runGuarded<T>(
       case "value": {
         const valueClass = options.classifyValue?.(end.value);
         if (valueClass === undefined || valueClass.result === "success") {
-          reportAttempt(
+          lastEventId = reportAttempt(
             ids,
             attempt,
             admission,
@@ -243,12 +272,24 @@ async function runGuarded<T>(
             ctx,
             attemptStartedAtMs,
           );
-          return valueOnly ? end.value : new GuardedResult(end.value, false, attemptsMade, ids);
+          return valueOnly
+            ? end.value
+            : new GuardedResult(end.value, false, attemptsMade, ids, lastEventId);
         }
         c = valueClass;
         if (c.result === "ignored") {
-          reportAttempt(ids, attempt, admission, c, latencyMs, ctx, attemptStartedAtMs);
-          return valueOnly ? end.value : new GuardedResult(end.value, false, attemptsMade, ids);
+          lastEventId = reportAttempt(
+            ids,
+            attempt,
+            admission,
+            c,
+            latencyMs,
+            ctx,
+            attemptStartedAtMs,
+          );
+          return valueOnly
+            ? end.value
+            : new GuardedResult(end.value, false, attemptsMade, ids, lastEventId);
         }
         if (lastFailedValue !== undefined) options.discardValue?.(lastFailedValue.value);
         lastFailedValue = { value: end.value };
@@ -256,7 +297,7 @@ async function runGuarded<T>(
         break;
       }
     }
-    reportAttempt(ids, attempt, admission, c, latencyMs, ctx, attemptStartedAtMs);
+    lastEventId = reportAttempt(ids, attempt, admission, c, latencyMs, ctx, attemptStartedAtMs);
 
     // The caller's own error: returned at once, neither retried nor degraded.
     if (c.result === "ignored" && end.kind === "error") throw end.error;
@@ -284,14 +325,17 @@ async function runGuarded<T>(
       failure = new DeadlineExceededError(dependency, deadlineMs, lastCause);
       break;
     }
-    events.emit({
-      type: "retry",
-      dependency,
-      attempt: attempt + 1,
-      delayMs: waitMs,
-      errorType: c.errorType,
-      traceId: ids.traceId,
-    });
+    events.emit(
+      {
+        type: "retry",
+        dependency,
+        attempt: attempt + 1,
+        delayMs: waitMs,
+        errorType: c.errorType,
+        traceId: ids.traceId,
+      },
+      { causationId: lastEventId },
+    );
     if (lastFailedValue !== undefined) {
       options.discardValue?.(lastFailedValue.value);
       lastFailedValue = undefined;
@@ -302,15 +346,22 @@ async function runGuarded<T>(
   const error = failure ?? new RetriesExhaustedError(dependency, attemptsMade, lastCause);
   if (options.fallback !== undefined) {
     if (lastFailedValue !== undefined) options.discardValue?.(lastFailedValue.value);
-    events.emit({ type: "fallback", dependency, errorName: error.name, traceId: ids.traceId });
+    events.emit(
+      { type: "fallback", dependency, errorName: error.name, traceId: ids.traceId },
+      { causationId: lastEventId },
+    );
     const value = await options.fallback(error);
-    return valueOnly ? value : new GuardedResult(value, true, attemptsMade, ids, error);
+    return valueOnly
+      ? value
+      : new GuardedResult(value, true, attemptsMade, ids, lastEventId, error);
   }
   // With no fallback, a failed value (the last 503 Response) is what the caller gets, so an HTTP
   // client sees the dependency's own answer.
   if (lastFailedValue !== undefined) {
     const value = lastFailedValue.value;
-    return valueOnly ? value : new GuardedResult(value, false, attemptsMade, ids, error);
+    return valueOnly
+      ? value
+      : new GuardedResult(value, false, attemptsMade, ids, lastEventId, error);
   }
   throw error;
 }

@@ -11,17 +11,28 @@ export {
   CircuitOpenError,
   ControlPlaneError,
   DeadlineExceededError,
+  IdempotencyConflictError,
+  IdempotencyInProgressError,
+  IdempotencyUnavailableError,
   isAttemptTimeoutError,
   isBulwarkError,
   isCircuitOpenError,
   isControlPlaneError,
   isDeadlineExceededError,
+  isIdempotencyConflictError,
+  isIdempotencyInProgressError,
+  isIdempotencyUnavailableError,
   isPolicyNotFoundError,
   isRetriesExhaustedError,
   PolicyNotFoundError,
   RetriesExhaustedError,
 } from "./errors.ts";
-export type { BulwarkEvent, BulwarkEventListener } from "./events.ts";
+export type {
+  BulwarkEvent,
+  BulwarkEventListener,
+  EventEnvelope,
+  IdempotencyStatus,
+} from "./events.ts";
 export {
   type BreakerStateEvent,
   type FleetEvent,
@@ -35,6 +46,13 @@ export {
 } from "./fleet-events.ts";
 export type { FleetBreakerState } from "./fleet-state.ts";
 export type { AttemptContext, CallOptions, CallResult } from "./guarded-call.ts";
-export { DEGRADED_HEADER, type GuardedFetchOptions } from "./guarded-fetch.ts";
+export {
+  DEGRADED_HEADER,
+  type GuardedFetchOptions,
+  IDEMPOTENCY_KEY_HEADER,
+} from "./guarded-fetch.ts";
+export type { IdempotencyOptions, OnceContext, OnceOptions } from "./idempotent-call.ts";
 export { type BulwarkOptions, DEFAULT_ACQUIRE_TIMEOUT_MS } from "./options.ts";
 export { MAX_PENDING_OUTCOMES, REPORT_BATCH_SIZE, REPORT_INTERVAL_MS } from "./reporter.ts";
+export { canonicalRequestJson, requestHash } from "./request-hash.ts";
+export type { ResultCodec } from "./result-codec.ts";

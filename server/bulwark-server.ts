@@ -2,8 +2,10 @@ import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { AuditService } from "../gen/bulwark/v1/audit_pb.ts";
 import { BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
+import { IdempotencyService } from "../gen/bulwark/v1/idempotency_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import { Health } from "../gen/grpc/health/v1/health_pb.ts";
+import { canonicalJson, payloadHash } from "./audit/audit-chain.ts";
 import { AuditLog } from "./audit/audit-log.ts";
 import { AuditMirror } from "./audit/audit-mirror.ts";
 import { AuditStore } from "./audit/audit-store.ts";
@@ -11,6 +13,7 @@ import { isLoopback } from "./config.ts";
 import { AlertMonitor } from "./domain/alert-monitor.ts";
 import { BreakerRegistry } from "./domain/breaker-registry.ts";
 import type { BurnRateOptions } from "./domain/burn-rate-alerts.ts";
+import { type Completion, IdempotencyLedger } from "./domain/idempotency-ledger.ts";
 import { PolicyRegistry } from "./domain/policy-registry.ts";
 import { EventHub } from "./events/event-hub.ts";
 import { NatsPublisher } from "./events/nats-publisher.ts";
@@ -19,11 +22,13 @@ import { ServerMetrics } from "./observability/metrics.ts";
 import { auditService } from "./rpc/audit-service.ts";
 import { breakerService, type DataPathObservers } from "./rpc/breaker-service.ts";
 import { healthService } from "./rpc/health-service.ts";
+import { idempotencyService } from "./rpc/idempotency-service.ts";
 import { policyService } from "./rpc/policy-service.ts";
 import { RpcBoundary } from "./rpc/rpc-boundary.ts";
 import type { TokenRegistry } from "./security/token-registry.ts";
 import { BreakerStore } from "./storage/breaker-store.ts";
 import { openDatabase } from "./storage/database.ts";
+import { IdempotencyStore } from "./storage/idempotency-store.ts";
 import { PolicyStore } from "./storage/policy-store.ts";
 import { claimDatabase } from "./storage/server-lock.ts";
 import { listen, type TlsFiles, type Transport } from "./transport.ts";
@@ -112,6 +117,9 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
       logger.error({ err, eventId: event.eventId, kind: event.kind }, "audit append failed");
     }
   });
+  const ledger = new IdempotencyLedger(new IdempotencyStore(db), clock, logger, (completions) =>
+    auditCompletions(audit, completions),
+  );
   const shutdown = new AbortController();
   const metrics = new ServerMetrics({
     breakers: () => breakers.list(),
@@ -154,6 +162,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     await endpoints?.close();
     await transport?.close();
     alerts.close();
+    ledger.close();
     unsubscribeMetrics();
     unsubscribeNats();
     breakers.close();
@@ -179,9 +188,18 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
         );
         router.service(AuditService, auditService(audit));
         router.service(
+          IdempotencyService,
+          idempotencyService(ledger, (outcome) => metrics.recordIdempotencyBegin(outcome)),
+        );
+        router.service(
           Health,
           healthService(
-            [PolicyService.typeName, BreakerService.typeName, AuditService.typeName],
+            [
+              PolicyService.typeName,
+              BreakerService.typeName,
+              AuditService.typeName,
+              IdempotencyService.typeName,
+            ],
             shutdown.signal,
           ),
         );
@@ -239,4 +257,52 @@ export function defaultAuditPath(dbPath: string): string {
   const dot = dbPath.lastIndexOf(".");
   const slash = dbPath.lastIndexOf("/");
   return dot > slash + 1 ? `${dbPath.slice(0, dot)}.audit${dbPath.slice(dot)}` : `${dbPath}.audit`;
+}
+
+/** Longest aggregate id of an audit record (the Append rule); longer ledger keys are cut. */
+const MAX_AUDIT_AGGREGATE_LENGTH = 256;
+
+/**
+ * Records ledger completions in the audit log, one commit for a batch: `idempotency.completed` on
+ * the aggregate `<scope>/<key>`, produced by the service that held the lease, with the
+ * completion's principal, trace and cause. The payload holds the hashes of the request and of the
+ * stored response, not the response. Returns the records' event ids, in order.
+ */
+function auditCompletions(audit: AuditLog, completions: Completion[]): string[] {
+  const byPrincipal = new Map<string, number[]>();
+  completions.forEach((c, i) => {
+    byPrincipal.set(c.principal, [...(byPrincipal.get(c.principal) ?? []), i]);
+  });
+  const eventIds: string[] = [];
+  for (const [principal, indexes] of byPrincipal) {
+    const records = audit.append(
+      indexes.map((i) => {
+        const c = completions[i]!;
+        const r = c.record;
+        const body = {
+          scope: r.scope,
+          key: r.key,
+          requestHash: Buffer.from(r.requestHash).toString("hex"),
+          responseHash: payloadHash(r.response, undefined),
+          responseBytes: r.response.length,
+          takeovers: r.takeovers,
+          completedAtMs: r.completedAtMs,
+        };
+        return {
+          eventId: "",
+          eventType: "idempotency.completed",
+          aggregateId: `${r.scope}/${r.key}`.slice(0, MAX_AUDIT_AGGREGATE_LENGTH),
+          payload: Buffer.from(canonicalJson(body)),
+          producer: r.holder,
+          traceId: c.traceId,
+          causationId: c.causationId,
+        };
+      }),
+      principal,
+    );
+    indexes.forEach((i, j) => {
+      eventIds[i] = records[j]?.eventId ?? "";
+    });
+  }
+  return eventIds;
 }

@@ -45,7 +45,11 @@ bulwark.on((event) => {
       admission: event.admission,
       result: event.result,
     });
-  } else if (event.type !== "report-dropped" && event.type !== "event-source") {
+  } else if (
+    event.type !== "report-dropped" &&
+    event.type !== "event-source" &&
+    event.type !== "idempotency"
+  ) {
     events.push({ atMs: Date.now(), type: event.type });
   }
 });

@@ -118,6 +118,17 @@ describe("ServerMetrics", () => {
     expect(results).toEqual(new Set(["success", "failure", "timeout"]));
   });
 
+  it("counts idempotency Begins by outcome", async () => {
+    const metrics = new ServerMetrics({ breakers: () => [], processMetrics: false });
+    metrics.recordIdempotencyBegin("new");
+    metrics.recordIdempotencyBegin("completed");
+    metrics.recordIdempotencyBegin("completed");
+    const name = "bulwark_idempotency_begins_total";
+    expect(await sampleValue(metrics, name, { outcome: "new" })).toBe(1);
+    expect(await sampleValue(metrics, name, { outcome: "completed" })).toBe(2);
+    expect(await sampleValue(metrics, name, { outcome: "conflict" })).toBeUndefined();
+  });
+
   it("counts acquire decisions, transitions and alerts", async () => {
     const metrics = newMetrics();
     metrics.recordAcquire("openai", "allow");

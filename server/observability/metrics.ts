@@ -75,6 +75,9 @@ export const BREAKER_STATE_VALUES: Readonly<Record<BreakerStateName, number>> = 
 /** Decision of one Acquire: the `decision` label of `bulwark_acquire_total`. */
 export type AcquireDecisionName = "allow" | "reject" | "probe";
 
+/** What an idempotency Begin found: the `outcome` label of `bulwark_idempotency_begins_total`. */
+export type BeginOutcomeName = "new" | "taken-over" | "completed" | "in-progress" | "conflict";
+
 /** One call outcome as the metrics need it. */
 export interface OutcomeSample {
   dependency: string;
@@ -157,6 +160,7 @@ export class ServerMetrics {
   private readonly breakerState: Gauge<"dependency" | "service">;
   private readonly rpcDuration: Histogram<"method" | "code">;
   private readonly alerts: Gauge<"dependency">;
+  private readonly idempotencyBegins: Counter<"outcome">;
   private readonly outcomeGuard = new LabelGuard();
   private readonly latencyGuard = new LabelGuard();
   private readonly acquireGuard = new LabelGuard();
@@ -215,6 +219,17 @@ export class ServerMetrics {
       labelNames: ["dependency"],
       registers,
     });
+    this.idempotencyBegins = new Counter({
+      name: "bulwark_idempotency_begins_total",
+      help: "Idempotency ledger Begins by outcome: new, taken-over, completed (a replay), in-progress, conflict.",
+      labelNames: ["outcome"],
+      registers,
+    });
+  }
+
+  /** Counts one idempotency Begin by what it found. */
+  recordIdempotencyBegin(outcome: BeginOutcomeName): void {
+    this.idempotencyBegins.inc({ outcome });
   }
 
   /**

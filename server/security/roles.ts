@@ -1,7 +1,7 @@
 /**
  * Roles and what each may call (DESIGN §10). Readers see; services also act on the data path
- * (Acquire, Report, audit Append); admins may do everything, including changing policies and
- * forcing breakers.
+ * (Acquire, Report, audit Append, idempotency Begin/Complete/Abandon); admins may do everything,
+ * including changing policies and forcing breakers.
  */
 export type Role = "reader" | "service" | "admin";
 
@@ -36,6 +36,10 @@ const REQUIRED: Record<string, Role | "none"> = {
   "bulwark.v1.AuditService/Query": "reader",
   "bulwark.v1.AuditService/Verify": "reader",
   "bulwark.v1.AuditService/Trace": "reader",
+  "bulwark.v1.IdempotencyService/Begin": "service",
+  "bulwark.v1.IdempotencyService/Complete": "service",
+  "bulwark.v1.IdempotencyService/Abandon": "service",
+  "bulwark.v1.IdempotencyService/GetRecord": "reader",
 };
 
 /** The role a method needs, or "none" for unauthenticated methods. */

@@ -58,4 +58,25 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE transitions ADD COLUMN slow_call_rate_percent REAL NOT NULL DEFAULT 0;
   ALTER TABLE transitions ADD COLUMN actor TEXT NOT NULL DEFAULT 'bulwark';
   `,
+  `
+  -- The idempotency ledger (DESIGN §7): one row per (scope, key). scope is 'service:<name>' or
+  -- 'shared:<name>'. The lease token identifies the holder of an in-progress key.
+  CREATE TABLE idempotency_records (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    request_hash BLOB NOT NULL,
+    response BLOB,
+    holder TEXT NOT NULL,
+    lease_token TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL,
+    lease_expires_at_ms INTEGER NOT NULL,
+    completed_at_ms INTEGER NOT NULL,
+    retention_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    takeovers INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+  );
+  CREATE INDEX idempotency_by_expiry ON idempotency_records (expires_at_ms);
+  `,
 ];
