@@ -12,7 +12,7 @@ import {
   type Transition,
   tick,
 } from "./breaker-engine.ts";
-import type { BreakerSpec, PolicySpec } from "./policy.ts";
+import { type BreakerSpec, defaultQueueSpec, type PolicySpec } from "./policy.ts";
 
 const T0 = 1_700_000_000_000;
 const TIMEOUT_MS = 1_000;
@@ -47,6 +47,7 @@ function makePolicy(breaker: Partial<BreakerSpec> = {}, revision = 1): PolicySpe
       scope: "dependency",
       ...breaker,
     },
+    queue: defaultQueueSpec(),
     updatedAtMs: 0,
     updatedBy: "test",
   };

@@ -81,6 +81,15 @@ describe("normalizePolicy: defaults", () => {
         halfOpenPermits: 1,
         scope: "dependency",
       },
+      queue: {
+        maxDeliveries: 5,
+        workerInitialBackoffMs: 1_000,
+        workerMaxBackoffMs: 60_000,
+        maxAgeMs: 604_800_000,
+        maxJobs: 100_000,
+        maxPayloadBytes: 65_536,
+        ackWaitMs: 30_000,
+      },
       updatedAtMs: 0,
       updatedBy: "",
     } satisfies PolicySpec);

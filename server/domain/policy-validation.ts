@@ -11,16 +11,24 @@ import {
   DEFAULT_INITIAL_BACKOFF_MS,
   DEFAULT_JITTER,
   DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_MAX_DELIVERIES,
   DEFAULT_MAX_BACKOFF_MS,
   DEFAULT_MAX_OPEN_WAIT_MS,
   DEFAULT_MAX_RETRY_AFTER_MS,
   DEFAULT_MINIMUM_CALLS,
   DEFAULT_OPEN_WAIT_MS,
   DEFAULT_OPEN_WAIT_MULTIPLIER,
+  DEFAULT_QUEUE_ACK_WAIT_MS,
+  DEFAULT_QUEUE_MAX_AGE_MS,
+  DEFAULT_QUEUE_MAX_JOBS,
+  DEFAULT_QUEUE_MAX_PAYLOAD_BYTES,
   DEFAULT_WINDOW_SIZE,
+  DEFAULT_WORKER_INITIAL_BACKOFF_MS,
+  DEFAULT_WORKER_MAX_BACKOFF_MS,
   type JitterMode,
   MAX_DEFAULT_DEADLINE_MS,
   type PolicySpec,
+  type QueueSpec,
 } from "./policy.ts";
 
 const HOUR_MS = 3_600_000;
@@ -226,6 +234,8 @@ export function normalizePolicy(input: Policy | undefined): PolicySpec {
     Math.min(budgetMs, Math.max(MAX_DEFAULT_DEADLINE_MS, timeoutMs)),
   );
 
+  const queue = normalizeQueue(input.queue);
+
   return {
     dependency: input.dependency,
     revision: 0,
@@ -235,7 +245,61 @@ export function normalizePolicy(input: Policy | undefined): PolicySpec {
     deadlineMs,
     retry,
     breaker,
+    queue,
     updatedAtMs: 0,
     updatedBy: "",
+  };
+}
+
+/** Thirty days: the longest a job may wait in a queue. */
+const MAX_QUEUE_AGE_MS = 30 * 86_400_000;
+
+function normalizeQueue(q: Policy["queue"]): QueueSpec {
+  const workerInitialBackoffMs = int(
+    "policy.queue.worker_initial_backoff_ms",
+    q?.workerInitialBackoffMs,
+    0,
+    HOUR_MS,
+    DEFAULT_WORKER_INITIAL_BACKOFF_MS,
+  );
+  const maxAgeMs = q?.maxAgeMs === undefined ? undefined : Number(q.maxAgeMs);
+  return {
+    maxDeliveries: int(
+      "policy.queue.max_deliveries",
+      q?.maxDeliveries,
+      1,
+      100,
+      DEFAULT_MAX_DELIVERIES,
+    ),
+    workerInitialBackoffMs,
+    workerMaxBackoffMs: int(
+      "policy.queue.worker_max_backoff_ms",
+      q?.workerMaxBackoffMs,
+      workerInitialBackoffMs,
+      HOUR_MS,
+      Math.max(DEFAULT_WORKER_MAX_BACKOFF_MS, workerInitialBackoffMs),
+    ),
+    maxAgeMs: int(
+      "policy.queue.max_age_ms",
+      maxAgeMs,
+      1_000,
+      MAX_QUEUE_AGE_MS,
+      DEFAULT_QUEUE_MAX_AGE_MS,
+    ),
+    maxJobs: int("policy.queue.max_jobs", q?.maxJobs, 1, 10_000_000, DEFAULT_QUEUE_MAX_JOBS),
+    maxPayloadBytes: int(
+      "policy.queue.max_payload_bytes",
+      q?.maxPayloadBytes,
+      1,
+      1_048_576,
+      DEFAULT_QUEUE_MAX_PAYLOAD_BYTES,
+    ),
+    ackWaitMs: int(
+      "policy.queue.ack_wait_ms",
+      q?.ackWaitMs,
+      1_000,
+      HOUR_MS,
+      DEFAULT_QUEUE_ACK_WAIT_MS,
+    ),
   };
 }

@@ -31,6 +31,17 @@ export interface BreakerSpec {
   scope: BreakerScopeMode;
 }
 
+/** How deferrable work for the dependency is queued and retried by workers (DESIGN §6). */
+export interface QueueSpec {
+  maxDeliveries: number;
+  workerInitialBackoffMs: number;
+  workerMaxBackoffMs: number;
+  maxAgeMs: number;
+  maxJobs: number;
+  maxPayloadBytes: number;
+  ackWaitMs: number;
+}
+
 export interface PolicySpec {
   dependency: string;
   revision: number;
@@ -40,6 +51,7 @@ export interface PolicySpec {
   deadlineMs: number;
   retry: RetrySpec;
   breaker: BreakerSpec;
+  queue: QueueSpec;
   updatedAtMs: number;
   updatedBy: string;
 }
@@ -74,3 +86,30 @@ export const DEFAULT_MAX_OPEN_WAIT_MS = 300_000;
 export const DEFAULT_HALF_OPEN_PERMITS = 1;
 /** A call that takes longer than a minute in total is no longer an interactive call. */
 export const MAX_DEFAULT_DEADLINE_MS = 60_000;
+/** Five deliveries ride out a short outage without holding a doomed job for long. */
+export const DEFAULT_MAX_DELIVERIES = 5;
+/** A second lets a blip pass before the job is tried again. */
+export const DEFAULT_WORKER_INITIAL_BACKOFF_MS = 1_000;
+/** Deferred work is not interactive: a minute between late deliveries spares the dependency. */
+export const DEFAULT_WORKER_MAX_BACKOFF_MS = 60_000;
+/** A week covers a long weekend's outage of a dependency. */
+export const DEFAULT_QUEUE_MAX_AGE_MS = 7 * 86_400_000;
+/** Bounds the disk one dependency's backlog may take. */
+export const DEFAULT_QUEUE_MAX_JOBS = 100_000;
+/** A job is a request to make, not a document: 64 KiB holds any reasonable API request. */
+export const DEFAULT_QUEUE_MAX_PAYLOAD_BYTES = 65_536;
+/** Longer than the longest sensible job, so a slow job is not handed to a second worker. */
+export const DEFAULT_QUEUE_ACK_WAIT_MS = 30_000;
+
+/** The queue settings of a policy that names none. */
+export function defaultQueueSpec(): QueueSpec {
+  return {
+    maxDeliveries: DEFAULT_MAX_DELIVERIES,
+    workerInitialBackoffMs: DEFAULT_WORKER_INITIAL_BACKOFF_MS,
+    workerMaxBackoffMs: DEFAULT_WORKER_MAX_BACKOFF_MS,
+    maxAgeMs: DEFAULT_QUEUE_MAX_AGE_MS,
+    maxJobs: DEFAULT_QUEUE_MAX_JOBS,
+    maxPayloadBytes: DEFAULT_QUEUE_MAX_PAYLOAD_BYTES,
+    ackWaitMs: DEFAULT_QUEUE_ACK_WAIT_MS,
+  };
+}

@@ -1,5 +1,5 @@
 import { FailedPreconditionError, NotFoundError } from "../domain/errors.ts";
-import type { PolicySpec } from "../domain/policy.ts";
+import { defaultQueueSpec, type PolicySpec } from "../domain/policy.ts";
 import type { Db } from "./database.ts";
 
 interface PolicyRow {
@@ -20,6 +20,8 @@ function fromRow(row: PolicyRow): PolicySpec {
   const spec = JSON.parse(row.spec) as PolicySpec;
   return {
     ...spec,
+    // Policies stored before queue settings existed take the defaults.
+    queue: spec.queue ?? defaultQueueSpec(),
     revision: row.revision,
     updatedAtMs: row.updated_at_ms,
     updatedBy: row.updated_by,

@@ -51,6 +51,7 @@ export function policyToWire(p: PolicySpec): Policy {
       ...p.breaker,
       scope: p.breaker.scope === "service" ? BreakerScope.SERVICE : BreakerScope.DEPENDENCY,
     },
+    queue: { ...p.queue, maxAgeMs: BigInt(p.queue.maxAgeMs) },
     updatedAtUnixMs: BigInt(p.updatedAtMs),
     updatedBy: p.updatedBy,
   });
