@@ -1,6 +1,6 @@
 /**
  * Roles and what each may call (DESIGN §10). Readers see; services also act on the data path
- * (Acquire, Report, audit Append); admins may do everything, including changing policies.
+ * (Acquire, Report, audit Append, recording dead letters); admins may do everything, including changing policies.
  */
 export type Role = "reader" | "service" | "admin";
 
@@ -34,6 +34,11 @@ const REQUIRED: Record<string, Role | "none"> = {
   "bulwark.v1.AuditService/Query": "reader",
   "bulwark.v1.AuditService/Verify": "reader",
   "bulwark.v1.AuditService/Trace": "reader",
+  "bulwark.v1.DeadLetterService/RecordDeadLetter": "service",
+  "bulwark.v1.DeadLetterService/ListDeadLetters": "reader",
+  "bulwark.v1.DeadLetterService/GetDeadLetter": "reader",
+  "bulwark.v1.DeadLetterService/ReplayDeadLetter": "admin",
+  "bulwark.v1.DeadLetterService/ResolveDeadLetter": "admin",
 };
 
 /** The role a method needs, or "none" for unauthenticated methods. */
