@@ -1,4 +1,8 @@
 import { ControlPlane } from "./control-plane.ts";
+import { deferrableCall } from "./deferred/deferrable-call.ts";
+import { DeferredWork } from "./deferred/deferred-work.ts";
+import type { EnqueueOptions, JobPayload } from "./deferred/job-queue.ts";
+import type { JobHandler, JobWorker, WorkerOptions } from "./deferred/job-worker.ts";
 import { type BulwarkEventListener, EventEmitter } from "./events.ts";
 import {
   type AttemptContext,
@@ -7,7 +11,9 @@ import {
   guardedCall,
 } from "./guarded-call.ts";
 import { createGuardedFetch, type GuardedFetchOptions } from "./guarded-fetch.ts";
+import { NatsLink } from "./nats-link.ts";
 import { type BulwarkOptions, normalizeOptions } from "./options.ts";
+import { newTraceId } from "./trace.ts";
 
 /** A Bulwark client: one per service instance. */
 export interface Bulwark {
@@ -30,6 +36,18 @@ export interface Bulwark {
   ): Promise<CallResult<T>>;
   /** A fetch whose requests are guarded calls to `dependency`. */
   fetch(dependency: string, options?: GuardedFetchOptions): typeof globalThis.fetch;
+  /**
+   * Queues a job for `dependency`'s workers and returns its id. Refuses a payload over the
+   * policy's queue.max_payload_bytes (PayloadTooLargeError), a dependency without a policy
+   * (PolicyNotFoundError), and fails with QueueUnavailableError without NATS or
+   * QueueFullError when the queue holds queue.max_jobs.
+   */
+  enqueue(dependency: string, payload: JobPayload, options?: EnqueueOptions): Promise<string>;
+  /**
+   * Starts a worker that runs `handler` for `dependency`'s queued jobs, each as a guarded call,
+   * and pauses while the dependency's breaker is open. Needs the `nats` option.
+   */
+  worker(dependency: string, handler: JobHandler, options?: WorkerOptions): JobWorker;
   /** Subscribes to the SDK's typed events; returns the unsubscribe function. */
   on(listener: BulwarkEventListener): () => void;
   /** Whether the control plane answered the last time it was asked. */
@@ -59,11 +77,31 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
     ca: config.ca,
     events,
   });
-  const execute = <T>(
+  const link = config.nats.length === 0 ? undefined : new NatsLink(config.nats, config.natsToken);
+  const guarded = <T>(
     dependency: string,
     fn: (ctx: AttemptContext) => Promise<T>,
     callOptions: CallOptions<T> = {},
   ) => guardedCall(cp, events, config.service, dependency, fn, callOptions);
+  const deferred = new DeferredWork(link, cp, events, config.service, guarded, undefined);
+  const execute = <T>(
+    dependency: string,
+    fn: (ctx: AttemptContext) => Promise<T>,
+    callOptions: CallOptions<T> = {},
+  ): Promise<CallResult<T>> => {
+    const defer = callOptions.deferrable;
+    if (defer === undefined) return guarded(dependency, fn, callOptions);
+    // One trace for the call and the job it may become.
+    const traceId = callOptions.traceId ?? newTraceId();
+    return deferrableCall(
+      dependency,
+      () => guarded(dependency, fn, { ...callOptions, traceId }),
+      defer,
+      traceId,
+      (dep, payload, options) => deferred.enqueue(dep, payload, options),
+      callOptions.discardValue,
+    );
+  };
   return {
     service: config.service,
     execute,
@@ -71,11 +109,16 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
       return (await execute(dependency, fn, callOptions)).value;
     },
     fetch: (dependency, fetchOptions) => createGuardedFetch(execute, dependency, fetchOptions),
+    enqueue: (dependency, payload, options) => deferred.enqueue(dependency, payload, options),
+    worker: (dependency, handler, options) => deferred.worker(dependency, handler, options),
     on: (listener) => events.on(listener),
     get controlPlaneConnected() {
       return cp.connected;
     },
     flush: () => cp.reporter.settle(),
-    close: () => cp.close(),
+    async close() {
+      await deferred.close();
+      await cp.close();
+    },
   };
 }

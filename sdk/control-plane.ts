@@ -1,4 +1,4 @@
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AcquireDecision, BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
 import type { Outcome } from "../gen/bulwark/v1/breaker_types_pb.ts";
@@ -113,7 +113,10 @@ export class ControlPlane {
   private readonly policies = new Map<string, CachedPolicy>();
   /** Per dependency, until when the server's last answer said the breaker rejects. */
   private readonly lastRejectUntil = new Map<string, number>();
-  private readonly headers: Record<string, string>;
+  /** Headers every request carries (the service's name). */
+  readonly headers: Record<string, string>;
+  /** The authenticated transport, for the SDK's other clients (dead letters, Watch). */
+  readonly transport: Transport;
   private reachability: Reachability = { kind: "connected" };
   private reconnectTimer: NodeJS.Timeout | undefined;
   readonly reporter: Reporter;
@@ -133,6 +136,7 @@ export class ControlPlane {
               },
             ],
     });
+    this.transport = transport;
     this.policyClient = createClient(PolicyService, transport);
     this.breakerClient = createClient(BreakerService, transport);
     this.headers = { [PRINCIPAL_HEADER]: options.service };

@@ -11,7 +11,11 @@ export type BulwarkErrorCode =
   | "deadline_exceeded"
   | "retries_exhausted"
   | "policy_not_found"
-  | "control_plane";
+  | "control_plane"
+  | "payload_too_large"
+  | "queue_unavailable"
+  | "queue_full"
+  | "call_deferred";
 
 export class BulwarkError extends Error {
   readonly [BRAND] = true;
@@ -91,6 +95,60 @@ export class ControlPlaneError extends BulwarkError {
   }
 }
 
+/** A job's payload is larger than the dependency's policy allows (queue.max_payload_bytes). */
+export class PayloadTooLargeError extends BulwarkError {
+  override readonly name = "PayloadTooLargeError";
+  constructor(
+    readonly dependency: string,
+    readonly payloadBytes: number,
+    readonly maxPayloadBytes: number,
+  ) {
+    super(
+      "payload_too_large",
+      `job payload for ${dependency} is ${payloadBytes} bytes; its policy allows at most ${maxPayloadBytes}`,
+    );
+  }
+}
+
+/** The work queue cannot be reached (no `nats` option, NATS down, or no answer in time). */
+export class QueueUnavailableError extends BulwarkError {
+  override readonly name = "QueueUnavailableError";
+  constructor(
+    readonly dependency: string,
+    message: string,
+    cause?: unknown,
+  ) {
+    super("queue_unavailable", `work queue of ${dependency} unavailable: ${message}`, { cause });
+  }
+}
+
+/** The work queue holds queue.max_jobs jobs already and refuses more. */
+export class QueueFullError extends BulwarkError {
+  override readonly name = "QueueFullError";
+  constructor(
+    readonly dependency: string,
+    cause?: unknown,
+  ) {
+    super("queue_full", `work queue of ${dependency} is full`, { cause });
+  }
+}
+
+/**
+ * A `deferrable` call could not be made now (breaker open, retries exhausted or deadline) and
+ * was queued instead: a worker of the dependency will run it. `cause` is why it was deferred.
+ */
+export class CallDeferredError extends BulwarkError {
+  override readonly name = "CallDeferredError";
+  constructor(
+    readonly dependency: string,
+    /** The id of the queued job. */
+    readonly jobId: string,
+    cause: BulwarkError,
+  ) {
+    super("call_deferred", `call to ${dependency} was deferred as job ${jobId}`, { cause });
+  }
+}
+
 function guard<T extends BulwarkError>(code: BulwarkErrorCode) {
   return (value: unknown): value is T =>
     typeof value === "object" &&
@@ -112,3 +170,7 @@ export const isDeadlineExceededError = guard<DeadlineExceededError>("deadline_ex
 export const isRetriesExhaustedError = guard<RetriesExhaustedError>("retries_exhausted");
 export const isPolicyNotFoundError = guard<PolicyNotFoundError>("policy_not_found");
 export const isControlPlaneError = guard<ControlPlaneError>("control_plane");
+export const isPayloadTooLargeError = guard<PayloadTooLargeError>("payload_too_large");
+export const isQueueUnavailableError = guard<QueueUnavailableError>("queue_unavailable");
+export const isQueueFullError = guard<QueueFullError>("queue_full");
+export const isCallDeferredError = guard<CallDeferredError>("call_deferred");

@@ -2,6 +2,7 @@ import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import { backoffMs } from "./backoff.ts";
 import { type AttemptResult, type Classification, classifyError } from "./classify.ts";
 import type { Admission, ControlPlane } from "./control-plane.ts";
+import type { DeferrableOptions } from "./deferred/deferrable-call.ts";
 import {
   AttemptTimeoutError,
   type BulwarkError,
@@ -48,6 +49,11 @@ export interface CallOptions<T> {
    * causes names it as its cause, so the causal chain can be rebuilt.
    */
   causationId?: string;
+  /**
+   * Queue this payload for the dependency's workers when the call cannot be made now (breaker
+   * open, retries exhausted, deadline): see deferred/deferrable-call.ts for what the caller gets.
+   */
+  deferrable?: DeferrableOptions;
 }
 
 export interface CallResult<T> {
@@ -59,6 +65,8 @@ export interface CallResult<T> {
   traceId: string;
   /** Why the call degraded. */
   error?: BulwarkError;
+  /** The job a deferrable call was queued as, when it was. */
+  deferredJobId?: string;
 }
 
 const RESULT: Record<AttemptResult, OutcomeResult> = {

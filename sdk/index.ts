@@ -4,24 +4,44 @@
  */
 export { type Bulwark, createBulwark } from "./bulwark.ts";
 export type { AttemptResult, Classification } from "./classify.ts";
+export type { BreakerGate } from "./deferred/breaker-gate.ts";
+export type { DeferrableOptions } from "./deferred/deferrable-call.ts";
+export type { Job } from "./deferred/job-message.ts";
+export type { EnqueueOptions, JobPayload } from "./deferred/job-queue.ts";
+export {
+  DEFAULT_WORKER_CONCURRENCY,
+  type JobHandler,
+  type JobWorker,
+  type WorkerOptions,
+  type WorkerState,
+} from "./deferred/job-worker.ts";
+export { isPermanentJobError, PermanentJobError } from "./deferred/permanent-job-error.ts";
 export {
   AttemptTimeoutError,
   BulwarkError,
   type BulwarkErrorCode,
+  CallDeferredError,
   CircuitOpenError,
   ControlPlaneError,
   DeadlineExceededError,
   isAttemptTimeoutError,
   isBulwarkError,
+  isCallDeferredError,
   isCircuitOpenError,
   isControlPlaneError,
   isDeadlineExceededError,
+  isPayloadTooLargeError,
   isPolicyNotFoundError,
+  isQueueFullError,
+  isQueueUnavailableError,
   isRetriesExhaustedError,
+  PayloadTooLargeError,
   PolicyNotFoundError,
+  QueueFullError,
+  QueueUnavailableError,
   RetriesExhaustedError,
 } from "./errors.ts";
-export type { BulwarkEvent, BulwarkEventListener } from "./events.ts";
+export type { BulwarkEvent, BulwarkEventListener, JobEvent, WorkerEvent } from "./events.ts";
 export type { AttemptContext, CallOptions, CallResult } from "./guarded-call.ts";
 export { DEGRADED_HEADER, type GuardedFetchOptions } from "./guarded-fetch.ts";
 export { type BulwarkOptions, DEFAULT_ACQUIRE_TIMEOUT_MS } from "./options.ts";

@@ -45,7 +45,12 @@ bulwark.on((event) => {
       admission: event.admission,
       result: event.result,
     });
-  } else if (event.type !== "report-dropped") {
+  } else if (
+    event.type === "retry" ||
+    event.type === "rejected" ||
+    event.type === "fallback" ||
+    event.type === "control-plane"
+  ) {
     events.push({ atMs: Date.now(), type: event.type });
   }
 });
