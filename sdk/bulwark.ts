@@ -11,6 +11,7 @@ import {
   guardedCall,
 } from "./guarded-call.ts";
 import { createGuardedFetch, type GuardedFetchOptions } from "./guarded-fetch.ts";
+import { idempotentCall, type OnceContext, type OnceOptions, once } from "./idempotent-call.ts";
 import { NatsLink } from "./nats-link.ts";
 import { type BulwarkOptions, normalizeOptions } from "./options.ts";
 import { newTraceId } from "./trace.ts";
@@ -34,6 +35,14 @@ export interface Bulwark {
     fn: (ctx: AttemptContext) => Promise<T>,
     options?: CallOptions<T>,
   ): Promise<CallResult<T>>;
+  /**
+   * Runs `fn` once per key across the fleet and returns its result (stored as JSON); a later
+   * call with the same key and request returns the stored result without running `fn`. Throws
+   * IdempotencyConflictError for the same key with another request, IdempotencyInProgressError
+   * when another caller holds the key longer than `waitMs`, IdempotencyUnavailableError when the
+   * control plane cannot be reached (unless `runWithoutLedger`).
+   */
+  once<T>(key: string, fn: (ctx: OnceContext) => Promise<T>, options?: OnceOptions): Promise<T>;
   /** A fetch whose requests are guarded calls to `dependency`. */
   fetch(dependency: string, options?: GuardedFetchOptions): typeof globalThis.fetch;
   /**
@@ -82,8 +91,13 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
     dependency: string,
     fn: (ctx: AttemptContext) => Promise<T>,
     callOptions: CallOptions<T> = {},
-  ) => guardedCall(cp, events, config.service, dependency, fn, callOptions);
-  const deferred = new DeferredWork(link, cp, events, config.service, guarded, undefined);
+  ) =>
+    callOptions.idempotencyKey === undefined
+      ? guardedCall(cp, events, config.service, dependency, fn, callOptions)
+      : idempotentCall(cp, events, config.service, dependency, fn, callOptions);
+  const deferred = new DeferredWork(link, cp, events, config.service, guarded, (key, fn, o) =>
+    once(cp, events, config.service, key, fn, o),
+  );
   const execute = <T>(
     dependency: string,
     fn: (ctx: AttemptContext) => Promise<T>,
@@ -91,12 +105,13 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
   ): Promise<CallResult<T>> => {
     const defer = callOptions.deferrable;
     if (defer === undefined) return guarded(dependency, fn, callOptions);
-    // One trace for the call and the job it may become.
+    // One trace for the call and the job it may become, and the call's key for the job.
     const traceId = callOptions.traceId ?? newTraceId();
+    const idempotencyKey = defer.idempotencyKey ?? callOptions.idempotencyKey;
     return deferrableCall(
       dependency,
       () => guarded(dependency, fn, { ...callOptions, traceId }),
-      defer,
+      idempotencyKey === undefined ? defer : { ...defer, idempotencyKey },
       traceId,
       (dep, payload, options) => deferred.enqueue(dep, payload, options),
       callOptions.discardValue,
@@ -108,6 +123,7 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
     async call(dependency, fn, callOptions) {
       return (await execute(dependency, fn, callOptions)).value;
     },
+    once: (key, fn, onceOptions) => once(cp, events, config.service, key, fn, onceOptions),
     fetch: (dependency, fetchOptions) => createGuardedFetch(execute, dependency, fetchOptions),
     enqueue: (dependency, payload, options) => deferred.enqueue(dependency, payload, options),
     worker: (dependency, handler, options) => deferred.worker(dependency, handler, options),

@@ -2,6 +2,7 @@ import { type Client, Code, ConnectError, createClient, type Transport } from "@
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AcquireDecision, BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
 import type { Outcome } from "../gen/bulwark/v1/breaker_types_pb.ts";
+import { IdempotencyService } from "../gen/bulwark/v1/idempotency_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import { ControlPlaneError, PolicyNotFoundError } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
@@ -75,7 +76,7 @@ function tlsTrustFailure(err: unknown): string | undefined {
 }
 
 /** The error for a control plane that answered but refused, or is not trusted. */
-function refused(what: string, err: unknown): ControlPlaneError {
+export function refused(what: string, err: unknown): ControlPlaneError {
   const tls = tlsTrustFailure(err);
   return new ControlPlaneError(
     tls === undefined
@@ -89,7 +90,7 @@ function refused(what: string, err: unknown): ControlPlaneError {
  * Errors that mean "the control plane cannot be reached now", not "it said no". A certificate
  * the SDK does not trust is not an outage but a configuration mistake, and is not one of them.
  */
-function isUnreachable(err: unknown): boolean {
+export function isUnreachable(err: unknown): boolean {
   if (tlsTrustFailure(err) !== undefined) return false;
   if (!(err instanceof ConnectError)) return true;
   return (
@@ -113,10 +114,12 @@ export class ControlPlane {
   private readonly policies = new Map<string, CachedPolicy>();
   /** Per dependency, until when the server's last answer said the breaker rejects. */
   private readonly lastRejectUntil = new Map<string, number>();
-  /** Headers every request carries (the service's name). */
-  readonly headers: Record<string, string>;
   /** The authenticated transport, for the SDK's other clients (dead letters, Watch). */
   readonly transport: Transport;
+  /** The idempotency ledger's client (used by ./idempotency-ledger.ts). */
+  readonly idempotency: Client<typeof IdempotencyService>;
+  /** Headers every control-plane call carries. */
+  readonly headers: Record<string, string>;
   private reachability: Reachability = { kind: "connected" };
   private reconnectTimer: NodeJS.Timeout | undefined;
   readonly reporter: Reporter;
@@ -139,6 +142,7 @@ export class ControlPlane {
     this.transport = transport;
     this.policyClient = createClient(PolicyService, transport);
     this.breakerClient = createClient(BreakerService, transport);
+    this.idempotency = createClient(IdempotencyService, transport);
     this.headers = { [PRINCIPAL_HEADER]: options.service };
     this.reporter = new Reporter(
       async (outcomes) => {

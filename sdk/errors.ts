@@ -12,6 +12,9 @@ export type BulwarkErrorCode =
   | "retries_exhausted"
   | "policy_not_found"
   | "control_plane"
+  | "idempotency_conflict"
+  | "idempotency_in_progress"
+  | "idempotency_unavailable"
   | "payload_too_large"
   | "queue_unavailable"
   | "queue_full"
@@ -95,6 +98,61 @@ export class ControlPlaneError extends BulwarkError {
   }
 }
 
+/**
+ * The idempotency key was used before with a different request (another request hash). Nothing
+ * ran, and the stored record is unchanged: use a new key for a new request.
+ */
+export class IdempotencyConflictError extends BulwarkError {
+  override readonly name = "IdempotencyConflictError";
+  constructor(
+    readonly key: string,
+    /** The stored scope, `service:<name>` or `shared:<name>`. */
+    readonly scope: string,
+  ) {
+    super(
+      "idempotency_conflict",
+      `idempotency key ${JSON.stringify(key)} in ${scope} was used with a different request`,
+    );
+  }
+}
+
+/**
+ * Another caller holds the key's lease and did not finish within the time this call could wait
+ * (its deadline, or `waitMs`). Nothing ran here; calling again later returns its result.
+ */
+export class IdempotencyInProgressError extends BulwarkError {
+  override readonly name = "IdempotencyInProgressError";
+  constructor(
+    readonly key: string,
+    readonly scope: string,
+    /** When the holder's lease ends (Unix ms); after it, a new call takes the work over. */
+    readonly leaseExpiresAtMs: number,
+  ) {
+    super(
+      "idempotency_in_progress",
+      `idempotency key ${JSON.stringify(key)} in ${scope} is in progress elsewhere until ${new Date(leaseExpiresAtMs).toISOString()}`,
+    );
+  }
+}
+
+/**
+ * A call with an idempotency key could not reach the ledger. Nothing ran: running without the
+ * ledger could repeat the effect. `runWithoutLedger: true` opts into running anyway.
+ */
+export class IdempotencyUnavailableError extends BulwarkError {
+  override readonly name = "IdempotencyUnavailableError";
+  constructor(
+    readonly key: string,
+    cause: unknown,
+  ) {
+    super(
+      "idempotency_unavailable",
+      `the idempotency ledger could not be reached for key ${JSON.stringify(key)}; nothing ran`,
+      { cause },
+    );
+  }
+}
+
 /** A job's payload is larger than the dependency's policy allows (queue.max_payload_bytes). */
 export class PayloadTooLargeError extends BulwarkError {
   override readonly name = "PayloadTooLargeError";
@@ -170,6 +228,11 @@ export const isDeadlineExceededError = guard<DeadlineExceededError>("deadline_ex
 export const isRetriesExhaustedError = guard<RetriesExhaustedError>("retries_exhausted");
 export const isPolicyNotFoundError = guard<PolicyNotFoundError>("policy_not_found");
 export const isControlPlaneError = guard<ControlPlaneError>("control_plane");
+export const isIdempotencyConflictError = guard<IdempotencyConflictError>("idempotency_conflict");
+export const isIdempotencyInProgressError =
+  guard<IdempotencyInProgressError>("idempotency_in_progress");
+export const isIdempotencyUnavailableError =
+  guard<IdempotencyUnavailableError>("idempotency_unavailable");
 export const isPayloadTooLargeError = guard<PayloadTooLargeError>("payload_too_large");
 export const isQueueUnavailableError = guard<QueueUnavailableError>("queue_unavailable");
 export const isQueueFullError = guard<QueueFullError>("queue_full");

@@ -1,10 +1,44 @@
+import { randomUUID } from "node:crypto";
 import type { AttemptResult } from "./classify.ts";
 
 /**
- * Everything the SDK has to say, as typed events instead of log lines. Listening costs nothing
- * when nobody listens.
+ * Fields every SDK event carries, as the server's events do (DESIGN §8), so the causal chain of
+ * an operation can be rebuilt across the SDK, the control plane and the audit log.
  */
-export type BulwarkEvent =
+export interface EventEnvelope {
+  /** UUID of this event. */
+  eventId: string;
+  /** The trace id of the operation; empty for events of no operation (control-plane status). */
+  correlationId: string;
+  /**
+   * The event_id of the event that caused this one: for an attempt, the caller's `causationId`;
+   * for a retry, the failed attempt; for a fallback, the last attempt or rejection. Empty when
+   * none is known.
+   */
+  causationId: string;
+}
+
+/** What the ledger did for a call with an idempotency key. */
+export type IdempotencyStatus =
+  /** This call holds the key's lease and runs the work. */
+  | "new"
+  /** As "new", after another caller's lease expired (its work may have had partial effects). */
+  | "taken-over"
+  /** The stored result was returned; nothing ran. */
+  | "replayed"
+  /** Another caller holds the lease; this call waits for its result. */
+  | "waiting"
+  /** The result was stored under the key. */
+  | "completed"
+  /** The work failed or degraded; the key was released so a retry runs it. */
+  | "abandoned"
+  /** The work ran but its result could not be stored (too large, not serializable, lease lost). */
+  | "not-stored"
+  /** The ledger could not be reached and the caller opted into running without it. */
+  | "unavailable";
+
+/** An event without its envelope, as the SDK's parts hand it to the emitter. */
+export type BulwarkEventBody =
   | {
       type: "attempt";
       dependency: string;
@@ -38,8 +72,26 @@ export type BulwarkEvent =
       error?: string;
     }
   | { type: "report-dropped"; count: number; totalDropped: number }
+  | {
+      type: "idempotency";
+      key: string;
+      /** The stored scope: `service:<name>` or `shared:<name>`. */
+      scope: string;
+      status: IdempotencyStatus;
+      traceId: string;
+      /** With "new", "taken-over" and "waiting": when the lease ends (Unix ms). */
+      leaseExpiresAtMs?: number;
+      /** With "not-stored" and "unavailable": why. */
+      error?: string;
+    }
   | JobEvent
   | WorkerEvent;
+
+/**
+ * Everything the SDK has to say, as typed events instead of log lines. Listening costs nothing
+ * when nobody listens.
+ */
+export type BulwarkEvent = EventEnvelope & BulwarkEventBody;
 
 /** What happened to one deferred job. */
 export type JobEvent = {
@@ -93,7 +145,19 @@ export class EventEmitter {
     return this.listeners.size > 0;
   }
 
-  emit(event: BulwarkEvent): void {
+  /**
+   * Emits an event and returns its event_id. The envelope defaults to a new UUID, the body's
+   * trace id as the correlation id, and no cause.
+   */
+  emit(body: BulwarkEventBody, envelope: Partial<EventEnvelope> = {}): string {
+    const eventId = envelope.eventId ?? randomUUID();
+    if (this.listeners.size === 0) return eventId;
+    const event = {
+      ...body,
+      eventId,
+      correlationId: envelope.correlationId ?? ("traceId" in body ? body.traceId : ""),
+      causationId: envelope.causationId ?? "",
+    } as BulwarkEvent;
     for (const listener of this.listeners) {
       try {
         listener(event);
@@ -101,5 +165,6 @@ export class EventEmitter {
         // A listener's bug must not fail the guarded call; the application owns its listeners.
       }
     }
+    return eventId;
   }
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import { backoffMs } from "./backoff.ts";
 import { type AttemptResult, type Classification, classifyError } from "./classify.ts";
@@ -11,7 +12,8 @@ import {
   RetriesExhaustedError,
 } from "./errors.ts";
 import type { EventEmitter } from "./events.ts";
-import { newSpanId, newTraceId, traceparent } from "./trace.ts";
+import type { IdempotencyOptions } from "./idempotent-call.ts";
+import { callTraceId, newSpanId, traceparent } from "./trace.ts";
 
 /** What the guarded function gets for each attempt. */
 export interface AttemptContext {
@@ -42,7 +44,7 @@ export interface CallOptions<T> {
   classifyValue?: (value: T) => Classification | undefined;
   /** Disposes of a failed value before a retry (a Response's unread body). */
   discardValue?: (value: T) => void;
-  /** The W3C trace id to use; a new one when unset. */
+  /** The W3C trace id to use; the active OpenTelemetry span's, else a new one, when unset. */
   traceId?: string;
   /**
    * The event_id of the application event that led to this call. A breaker transition the call
@@ -54,6 +56,14 @@ export interface CallOptions<T> {
    * open, retries exhausted, deadline): see deferred/deferrable-call.ts for what the caller gets.
    */
   deferrable?: DeferrableOptions;
+  /**
+   * Runs the call at most once per key across the fleet (1-255 bytes): a later call with the
+   * same key and request gets the stored result without calling the dependency. Retries of this
+   * call reuse the key. See IdempotencyOptions and README, "Idempotency".
+   */
+  idempotencyKey?: string;
+  /** How the idempotency key is applied; used only with `idempotencyKey`. */
+  idempotency?: IdempotencyOptions<T>;
 }
 
 export interface CallResult<T> {
@@ -67,6 +77,10 @@ export interface CallResult<T> {
   error?: BulwarkError;
   /** The job a deferrable call was queued as, when it was. */
   deferredJobId?: string;
+  /** The value is the stored result of an earlier call with the same idempotency key. */
+  replayed?: boolean;
+  /** The event_id of the attempt that produced the value, when an attempt did. */
+  eventId?: string;
 }
 
 const RESULT: Record<AttemptResult, OutcomeResult> = {
@@ -179,13 +193,15 @@ export async function guardedCall<T>(
   const startedMs = Date.now();
   const deadlineMs = Math.min(options.deadlineMs ?? policy.deadlineMs, policy.deadlineMs);
   const deadlineAtMs = startedMs + deadlineMs;
-  const traceId = options.traceId ?? newTraceId();
+  const traceId = callTraceId(options.traceId);
   const requestId = newSpanId();
   let attemptsMade = 0;
   let previousBackoffMs = 0;
   let failure: BulwarkError | undefined;
   let lastCause: unknown;
   let lastFailedValue: { value: T } | undefined;
+  /** The event_id of the last attempt or rejection: the cause of a retry or fallback. */
+  let lastEventId = "";
 
   const report = (
     attempt: number,
@@ -195,6 +211,8 @@ export async function guardedCall<T>(
     spanId: string,
     startedAtMs: number,
   ) => {
+    const eventId = randomUUID();
+    lastEventId = eventId;
     cp.report({
       dependency,
       service,
@@ -210,19 +228,22 @@ export async function guardedCall<T>(
       causationId: options.causationId ?? "",
     });
     if (events.active && admission.kind !== "reject") {
-      events.emit({
-        type: "attempt",
-        dependency,
-        attempt,
-        admission: admission.kind,
-        traceId,
-        spanId,
-        startedAtMs,
-        result: c.result,
-        errorType: c.errorType,
-        statusCode: c.statusCode,
-        latencyMs,
-      });
+      events.emit(
+        {
+          type: "attempt",
+          dependency,
+          attempt,
+          admission: admission.kind,
+          traceId,
+          spanId,
+          startedAtMs,
+          result: c.result,
+          errorType: c.errorType,
+          statusCode: c.statusCode,
+          latencyMs,
+        },
+        { eventId, causationId: options.causationId ?? "" },
+      );
     }
   };
 
@@ -247,13 +268,10 @@ export async function guardedCall<T>(
         "",
         0,
       );
-      events.emit({
-        type: "rejected",
-        dependency,
-        attempt,
-        retryAtMs: admission.retryAtMs,
-        traceId,
-      });
+      events.emit(
+        { type: "rejected", dependency, attempt, retryAtMs: admission.retryAtMs, traceId },
+        { eventId: lastEventId, causationId: options.causationId ?? "" },
+      );
       failure = new CircuitOpenError(dependency, admission.retryAtMs);
       failure.cause = lastCause;
       break;
@@ -321,12 +339,24 @@ export async function guardedCall<T>(
             spanId,
             attemptStartedAtMs,
           );
-          return { value: end.value, degraded: false, attempts: attemptsMade, traceId };
+          return {
+            value: end.value,
+            degraded: false,
+            attempts: attemptsMade,
+            traceId,
+            eventId: lastEventId,
+          };
         }
         c = valueClass;
         if (c.result === "ignored") {
           report(attempt, admission, c, latencyMs, spanId, attemptStartedAtMs);
-          return { value: end.value, degraded: false, attempts: attemptsMade, traceId };
+          return {
+            value: end.value,
+            degraded: false,
+            attempts: attemptsMade,
+            traceId,
+            eventId: lastEventId,
+          };
         }
         if (lastFailedValue !== undefined) options.discardValue?.(lastFailedValue.value);
         lastFailedValue = { value: end.value };
@@ -362,14 +392,17 @@ export async function guardedCall<T>(
       failure = new DeadlineExceededError(dependency, deadlineMs, lastCause);
       break;
     }
-    events.emit({
-      type: "retry",
-      dependency,
-      attempt: attempt + 1,
-      delayMs: waitMs,
-      errorType: c.errorType,
-      traceId,
-    });
+    events.emit(
+      {
+        type: "retry",
+        dependency,
+        attempt: attempt + 1,
+        delayMs: waitMs,
+        errorType: c.errorType,
+        traceId,
+      },
+      { causationId: lastEventId },
+    );
     if (lastFailedValue !== undefined) {
       options.discardValue?.(lastFailedValue.value);
       lastFailedValue = undefined;
@@ -380,7 +413,10 @@ export async function guardedCall<T>(
   const error = failure ?? new RetriesExhaustedError(dependency, attemptsMade, lastCause);
   if (options.fallback !== undefined) {
     if (lastFailedValue !== undefined) options.discardValue?.(lastFailedValue.value);
-    events.emit({ type: "fallback", dependency, errorName: error.name, traceId });
+    events.emit(
+      { type: "fallback", dependency, errorName: error.name, traceId },
+      { causationId: lastEventId },
+    );
     const value = await options.fallback(error);
     return { value, degraded: true, attempts: attemptsMade, traceId, error };
   }

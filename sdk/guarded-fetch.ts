@@ -1,9 +1,12 @@
 import { classifyStatus } from "./classify.ts";
 import type { BulwarkError } from "./errors.ts";
 import type { AttemptContext, CallOptions, CallResult } from "./guarded-call.ts";
+import { responseCodec } from "./result-codec.ts";
 
 /** Response header set on a fallback response, so clients and logs can tell it apart. */
 export const DEGRADED_HEADER = "x-bulwark-degraded";
+/** Request header that carries an idempotency key, both from the caller and to the dependency. */
+export const IDEMPOTENCY_KEY_HEADER = "idempotency-key";
 
 export interface GuardedFetchOptions {
   /**
@@ -15,6 +18,17 @@ export interface GuardedFetchOptions {
   fetch?: typeof globalThis.fetch;
   /** Overall deadline per request in milliseconds (at most the policy's). */
   deadlineMs?: number;
+  /**
+   * The idempotency key of a request. Default: the request's own `Idempotency-Key` header. A
+   * request with a key runs once per key across the fleet: its response (status, headers and
+   * whole body) is stored, and a later request with the same key, method, URL and body gets it
+   * back without reaching the dependency. The key is sent as `Idempotency-Key` on every attempt.
+   */
+  idempotencyKey?: (request: Request) => string | undefined;
+  /** A shared idempotency scope (see IdempotencyOptions.scope); the service's own by default. */
+  idempotencyScope?: string;
+  /** Run keyed requests without the ledger when the control plane cannot be reached. */
+  runWithoutLedger?: boolean;
 }
 
 type Execute = <T>(
@@ -52,11 +66,14 @@ export function createGuardedFetch(
     const callerSignal = init?.signal ?? undefined;
     const body = request.body === null ? undefined : await request.arrayBuffer();
     const fallback = options.fallback;
+    const key =
+      options.idempotencyKey?.(request) ?? request.headers.get(IDEMPOTENCY_KEY_HEADER) ?? undefined;
     const result = await execute(
       dependency,
       (ctx) => {
         const headers = new Headers(request.headers);
         headers.set("traceparent", ctx.traceparent);
+        if (key !== undefined) headers.set(IDEMPOTENCY_KEY_HEADER, key);
         return inner(request.url, {
           method: request.method,
           headers,
@@ -68,6 +85,24 @@ export function createGuardedFetch(
       {
         ...(callerSignal === undefined ? {} : { signal: callerSignal }),
         ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+        ...(key === undefined
+          ? {}
+          : {
+              idempotencyKey: key,
+              idempotency: {
+                // Headers are left out: tokens and tracing headers change between retries.
+                request: {
+                  method: request.method,
+                  url: request.url,
+                  body: body === undefined ? null : new Uint8Array(body),
+                },
+                ...(options.idempotencyScope === undefined
+                  ? {}
+                  : { scope: options.idempotencyScope }),
+                codec: responseCodec,
+                runWithoutLedger: options.runWithoutLedger ?? false,
+              },
+            }),
         ...(fallback === undefined
           ? {}
           : {

@@ -24,12 +24,18 @@ export {
   CircuitOpenError,
   ControlPlaneError,
   DeadlineExceededError,
+  IdempotencyConflictError,
+  IdempotencyInProgressError,
+  IdempotencyUnavailableError,
   isAttemptTimeoutError,
   isBulwarkError,
   isCallDeferredError,
   isCircuitOpenError,
   isControlPlaneError,
   isDeadlineExceededError,
+  isIdempotencyConflictError,
+  isIdempotencyInProgressError,
+  isIdempotencyUnavailableError,
   isPayloadTooLargeError,
   isPolicyNotFoundError,
   isQueueFullError,
@@ -41,7 +47,21 @@ export {
   QueueUnavailableError,
   RetriesExhaustedError,
 } from "./errors.ts";
-export type { BulwarkEvent, BulwarkEventListener, JobEvent, WorkerEvent } from "./events.ts";
+export type {
+  BulwarkEvent,
+  BulwarkEventListener,
+  EventEnvelope,
+  IdempotencyStatus,
+  JobEvent,
+  WorkerEvent,
+} from "./events.ts";
 export type { AttemptContext, CallOptions, CallResult } from "./guarded-call.ts";
-export { DEGRADED_HEADER, type GuardedFetchOptions } from "./guarded-fetch.ts";
+export {
+  DEGRADED_HEADER,
+  type GuardedFetchOptions,
+  IDEMPOTENCY_KEY_HEADER,
+} from "./guarded-fetch.ts";
+export type { IdempotencyOptions, OnceContext, OnceOptions } from "./idempotent-call.ts";
 export { type BulwarkOptions, DEFAULT_ACQUIRE_TIMEOUT_MS } from "./options.ts";
+export { canonicalRequestJson, requestHash } from "./request-hash.ts";
+export type { ResultCodec } from "./result-codec.ts";

@@ -3,9 +3,10 @@ import type { Logger } from "pino";
 import { AuditService } from "../gen/bulwark/v1/audit_pb.ts";
 import { BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
 import { DeadLetterService } from "../gen/bulwark/v1/dead_letter_pb.ts";
+import { IdempotencyService } from "../gen/bulwark/v1/idempotency_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import { Health } from "../gen/grpc/health/v1/health_pb.ts";
-import { canonicalJson } from "./audit/audit-chain.ts";
+import { canonicalJson, payloadHash } from "./audit/audit-chain.ts";
 import { AuditLog, SERVER_PRODUCER } from "./audit/audit-log.ts";
 import { AuditMirror } from "./audit/audit-mirror.ts";
 import { AuditStore } from "./audit/audit-store.ts";
@@ -14,6 +15,7 @@ import { AlertMonitor } from "./domain/alert-monitor.ts";
 import { BreakerRegistry } from "./domain/breaker-registry.ts";
 import type { BurnRateOptions } from "./domain/burn-rate-alerts.ts";
 import { type DeadLetterAuditEntry, DeadLetterRegistry } from "./domain/dead-letter-registry.ts";
+import { type Completion, IdempotencyLedger } from "./domain/idempotency-ledger.ts";
 import { PolicyRegistry } from "./domain/policy-registry.ts";
 import { EventHub } from "./events/event-hub.ts";
 import { NatsJobRequeue } from "./events/job-requeue.ts";
@@ -26,11 +28,13 @@ import { boundaryInterceptor } from "./rpc/boundary-interceptor.ts";
 import { breakerService, type DataPathObservers } from "./rpc/breaker-service.ts";
 import { deadLetterService } from "./rpc/dead-letter-service.ts";
 import { healthService } from "./rpc/health-service.ts";
+import { idempotencyService } from "./rpc/idempotency-service.ts";
 import { policyService } from "./rpc/policy-service.ts";
 import type { TokenRegistry } from "./security/token-registry.ts";
 import { BreakerStore } from "./storage/breaker-store.ts";
 import { openDatabase } from "./storage/database.ts";
 import { DeadLetterStore } from "./storage/dead-letter-store.ts";
+import { IdempotencyStore } from "./storage/idempotency-store.ts";
 import { PolicyStore } from "./storage/policy-store.ts";
 import { claimDatabase } from "./storage/server-lock.ts";
 import { listen, type TlsFiles, type Transport } from "./transport.ts";
@@ -131,6 +135,9 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     },
     clock,
   );
+  const ledger = new IdempotencyLedger(new IdempotencyStore(db), clock, logger, (completion) =>
+    auditCompletion(audit, completion),
+  );
   const shutdown = new AbortController();
   const metrics = new ServerMetrics({
     breakers: () => breakers.list(),
@@ -174,6 +181,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     await endpoints?.close();
     await transport?.close();
     alerts.close();
+    ledger.close();
     unsubscribeMetrics();
     unsubscribeNats();
     breakers.close();
@@ -201,6 +209,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
         );
         router.service(AuditService, auditService(audit));
         router.service(DeadLetterService, deadLetterService(deadLetters));
+        router.service(IdempotencyService, idempotencyService(ledger));
         router.service(
           Health,
           healthService(
@@ -209,6 +218,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
               BreakerService.typeName,
               AuditService.typeName,
               DeadLetterService.typeName,
+              IdempotencyService.typeName,
             ],
             shutdown.signal,
           ),
@@ -284,4 +294,40 @@ function deadLetterAuditInput(entry: DeadLetterAuditEntry) {
     traceId: letter.traceId,
     causationId: letter.causationId,
   };
+}
+
+/** Longest aggregate id of an audit record (the Append rule); longer ledger keys are cut. */
+const MAX_AUDIT_AGGREGATE_LENGTH = 256;
+
+/**
+ * Records a ledger completion in the audit log: `idempotency.completed` on the aggregate
+ * `<scope>/<key>`, produced by the service that held the lease, with the completion's trace and
+ * cause. Its payload holds the hashes of the request and of the stored response, not the response.
+ */
+function auditCompletion(audit: AuditLog, c: Completion): string {
+  const r = c.record;
+  const body = {
+    scope: r.scope,
+    key: r.key,
+    requestHash: Buffer.from(r.requestHash).toString("hex"),
+    responseHash: payloadHash(r.response, undefined),
+    responseBytes: r.response.length,
+    takeovers: r.takeovers,
+    completedAtMs: r.completedAtMs,
+  };
+  const [record] = audit.append(
+    [
+      {
+        eventId: "",
+        eventType: "idempotency.completed",
+        aggregateId: `${r.scope}/${r.key}`.slice(0, MAX_AUDIT_AGGREGATE_LENGTH),
+        payload: Buffer.from(canonicalJson(body)),
+        producer: r.holder,
+        traceId: c.traceId,
+        causationId: c.causationId,
+      },
+    ],
+    c.principal,
+  );
+  return record?.eventId ?? "";
 }

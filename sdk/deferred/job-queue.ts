@@ -1,4 +1,4 @@
-import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
+import type { JetStreamManager, NatsConnection } from "nats";
 import type { ControlPlane } from "../control-plane.ts";
 import { PayloadTooLargeError, QueueFullError, QueueUnavailableError } from "../errors.ts";
 import type { EventEmitter } from "../events.ts";
@@ -15,7 +15,7 @@ export interface EnqueueOptions {
   /**
    * Makes the job's effect happen once: the worker runs the handler through the idempotency
    * ledger under this key, and enqueuing the same key again within JetStream's duplicate window
-   * (2 minutes) stores the job once. 1 to 256 characters.
+   * (2 minutes) stores the job once. 1 to 255 bytes of UTF-8.
    */
   idempotencyKey?: string;
   /** The W3C trace id the job belongs to; a new one when unset. */
@@ -29,7 +29,8 @@ export interface EnqueueOptions {
  * QueueUnavailableError: long enough for a reconnect, short enough for a request path.
  */
 export const ENQUEUE_TIMEOUT_MS = 5_000;
-const MAX_IDEMPOTENCY_KEY_LENGTH = 256;
+/** The idempotency ledger's longest key. */
+const MAX_IDEMPOTENCY_KEY_BYTES = 255;
 
 function encodePayload(payload: JobPayload): Uint8Array {
   if (payload instanceof Uint8Array) return payload;
@@ -39,13 +40,13 @@ function encodePayload(payload: JobPayload): Uint8Array {
 /** Refuses options the control plane would refuse when the job is dead-lettered. */
 export function checkEnqueueOptions(options: EnqueueOptions): void {
   const { idempotencyKey, traceId, causationId } = options;
-  if (
-    idempotencyKey !== undefined &&
-    (idempotencyKey.length < 1 || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH)
-  ) {
-    throw new RangeError(
-      `options.idempotencyKey must be 1-${MAX_IDEMPOTENCY_KEY_LENGTH} characters; got ${idempotencyKey.length}`,
-    );
+  if (idempotencyKey !== undefined) {
+    const bytes = Buffer.byteLength(idempotencyKey, "utf8");
+    if (bytes < 1 || bytes > MAX_IDEMPOTENCY_KEY_BYTES) {
+      throw new RangeError(
+        `options.idempotencyKey must be 1-${MAX_IDEMPOTENCY_KEY_BYTES} bytes; got ${bytes}`,
+      );
+    }
   }
   if (traceId !== undefined && !/^[0-9a-f]{32}$/.test(traceId)) {
     throw new RangeError("options.traceId must be a W3C trace id: 32 lowercase hex digits");
@@ -120,11 +121,9 @@ export class JobQueue {
     const nc = await this.connection(dependency);
     const jobId = newJobId(dependency, options.idempotencyKey);
     const traceId = options.traceId ?? newTraceId();
-    let js: JetStreamClient;
     try {
       await withTimeout(this.ensureStreams(nc, policy, false), ENQUEUE_TIMEOUT_MS, "stream set-up");
-      js = nc.jetstream();
-      await js.publish(jobSubject(dependency), bytes, {
+      await nc.jetstream().publish(jobSubject(dependency), bytes, {
         msgID: jobId,
         timeout: ENQUEUE_TIMEOUT_MS,
         headers: encodeJobHeaders({

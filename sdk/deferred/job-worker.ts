@@ -1,7 +1,7 @@
 import type { Consumer, JsMsg, NatsConnection } from "nats";
 import { classifyError } from "../classify.ts";
 import type { ControlPlane } from "../control-plane.ts";
-import { isBulwarkError, isCircuitOpenError } from "../errors.ts";
+import { isBulwarkError, isCircuitOpenError, isIdempotencyInProgressError } from "../errors.ts";
 import type { EventEmitter } from "../events.ts";
 import type { AttemptContext, CallOptions, CallResult } from "../guarded-call.ts";
 import type { CallPolicy } from "../policy.ts";
@@ -44,6 +44,8 @@ const HOLD_MIN_MS = 250;
 const DEAD_LETTER_RETRY_MS = 5_000;
 /** Last errors remembered for jobs that will be redelivered; older ones are forgotten. */
 const MAX_REMEMBERED_ERRORS = 10_000;
+/** The ledger's longest scope name. */
+const MAX_SCOPE_LENGTH = 128;
 /** How long moving a job to the dead-letter stream may take. */
 const DLQ_PUBLISH_TIMEOUT_MS = 5_000;
 
@@ -51,7 +53,7 @@ const DLQ_PUBLISH_TIMEOUT_MS = 5_000;
 export type OnceRunner = <T>(
   key: string,
   fn: () => Promise<T>,
-  options: { scope: string; leaseMs: number },
+  options: { scope: string; leaseMs: number; waitMs: number; traceId?: string },
 ) => Promise<T>;
 
 /** What a worker needs from the Bulwark client it belongs to. */
@@ -332,6 +334,13 @@ export class Worker implements JobWorker {
           if (!(await this.hold(m, job, retryAtMs))) return;
           continue;
         }
+        if (isIdempotencyInProgressError(err)) {
+          // Another worker holds the job's key (a redelivery while the first run is still going,
+          // or a crashed worker's lease): wait for its lease without using a delivery.
+          const retryAtMs = Math.max(err.leaseExpiresAtMs, Date.now() + HOLD_MIN_MS);
+          if (!(await this.hold(m, job, retryAtMs))) return;
+          continue;
+        }
         const failure = describeFailure(err);
         if (isPermanent(err)) {
           await this.deadLetter(m, job, "permanent", job.delivery, failure);
@@ -352,7 +361,12 @@ export class Worker implements JobWorker {
     }
   }
 
-  private runHandler(job: Job, policy: CallPolicy): Promise<unknown> {
+  /**
+   * Runs the handler as one guarded call of the dependency; a job with an idempotency key runs
+   * through the ledger, so a redelivered or replayed job whose run completed does not run again.
+   * The lease is the queue's ack wait: as long as JetStream lets one worker hold the job.
+   */
+  private async runHandler(job: Job, policy: CallPolicy): Promise<void> {
     const traceId = /^[0-9a-f]{32}$/.test(job.traceId) ? job.traceId : undefined;
     const causationId = job.causationId === "" ? undefined : job.causationId.slice(0, 128);
     const run = () =>
@@ -361,11 +375,24 @@ export class Worker implements JobWorker {
         ...(causationId === undefined ? {} : { causationId }),
       });
     const once = this.deps.once;
-    if (job.idempotencyKey === "" || once === undefined) return run();
-    return once(job.idempotencyKey, run, {
-      scope: `jobs.${this.dependency}`,
-      leaseMs: policy.queue.ackWaitMs,
-    });
+    if (job.idempotencyKey === "" || once === undefined) {
+      await run();
+      return;
+    }
+    await once(
+      job.idempotencyKey,
+      async () => {
+        await run();
+        return null;
+      },
+      {
+        // Shared by every service whose workers take this dependency's jobs.
+        scope: `jobs.${this.dependency}`.slice(0, MAX_SCOPE_LENGTH),
+        leaseMs: policy.queue.ackWaitMs,
+        waitMs: 0,
+        ...(traceId === undefined ? {} : { traceId }),
+      },
+    );
   }
 
   /**

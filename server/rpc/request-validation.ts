@@ -21,6 +21,12 @@ import type {
   ResolveDeadLetterRequest,
 } from "../../gen/bulwark/v1/dead_letter_pb.ts";
 import type {
+  AbandonRequest,
+  BeginRequest,
+  CompleteRequest,
+  GetRecordRequest,
+} from "../../gen/bulwark/v1/idempotency_pb.ts";
+import type {
   DeletePolicyRequest,
   GetPolicyRequest,
   PutPolicyRequest,
@@ -31,6 +37,19 @@ import type { CountedResult } from "../domain/breaker-engine.ts";
 import type { ReportedOutcome } from "../domain/breaker-registry.ts";
 import type { DeadLetterQuery, NewDeadLetter } from "../domain/dead-letter.ts";
 import { InvalidArgumentError } from "../domain/errors.ts";
+import {
+  type BeginInput,
+  DEFAULT_LEASE_MS,
+  DEFAULT_RETENTION_MS,
+  MAX_KEY_BYTES,
+  MAX_LEASE_MS,
+  MAX_RESPONSE_BYTES,
+  MAX_RETENTION_MS,
+  MIN_LEASE_MS,
+  MIN_RETENTION_MS,
+  REQUEST_HASH_BYTES,
+  scopeOf,
+} from "../domain/idempotency-ledger.ts";
 import { assertName, quoted } from "../domain/names.ts";
 import type { PolicySpec } from "../domain/policy.ts";
 import { normalizePolicy } from "../domain/policy-validation.ts";
@@ -54,6 +73,8 @@ const MAX_ATTEMPT = 1_000;
 /** A day: the longest latency or Retry-After an outcome may carry. */
 const MAX_DURATION_MS = 86_400_000;
 const TRACE_ID = /^[0-9a-f]{32}$/;
+/** In a `u` regex, surrogate pairs are one code point: this matches only unpaired halves. */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 /** Each known outcome result: its name (metrics, logs) and how the breaker counts it. */
 export const RESULTS: Record<number, { name: string; counted: CountedResult } | undefined> = {
@@ -261,14 +282,102 @@ export function validateTrace(req: { traceId: string }): string {
   return traceId("trace_id", req.traceId, true);
 }
 
+/** An idempotency key: 1..MAX_KEY_BYTES bytes of UTF-8. */
+function idempotencyKey(field: string, value: string): string {
+  if (value === "") throw new InvalidArgumentError(field, "is required");
+  const bytes = Buffer.byteLength(value, "utf8");
+  if (bytes > MAX_KEY_BYTES) {
+    throw new InvalidArgumentError(field, `must be at most ${MAX_KEY_BYTES} bytes; got ${bytes}`);
+  }
+  // A lone surrogate would be stored as U+FFFD and match another key.
+  if (LONE_SURROGATE.test(value)) {
+    throw new InvalidArgumentError(field, "must be well-formed UTF-8 text");
+  }
+  return value;
+}
+
+/** The stored scope of an idempotency request: the service's own, or the named shared one. */
+function idempotencyScope(req: { service: string; sharedScope: string }): string {
+  assertName("service", req.service);
+  if (req.sharedScope !== "") assertName("shared_scope", req.sharedScope);
+  return scopeOf(req.service, req.sharedScope);
+}
+
+function leaseToken(value: string): string {
+  if (value === "") throw new InvalidArgumentError("lease_token", "is required");
+  return text("lease_token", value, MAX_ID_LENGTH);
+}
+
+export function validateBegin(req: BeginRequest): BeginInput & {
+  traceId: string;
+  causationId: string;
+} {
+  const scope = idempotencyScope(req);
+  const key = idempotencyKey("key", req.key);
+  if (req.requestHash.byteLength !== REQUEST_HASH_BYTES) {
+    throw new InvalidArgumentError(
+      "request_hash",
+      `must be a SHA-256 digest of ${REQUEST_HASH_BYTES} bytes; got ${req.requestHash.byteLength} bytes`,
+    );
+  }
+  const leaseMs =
+    req.leaseMs === 0 ? DEFAULT_LEASE_MS : int("lease_ms", req.leaseMs, MIN_LEASE_MS, MAX_LEASE_MS);
+  if (
+    req.retentionMs !== 0n &&
+    (req.retentionMs < BigInt(MIN_RETENTION_MS) || req.retentionMs > BigInt(MAX_RETENTION_MS))
+  ) {
+    throw new InvalidArgumentError(
+      "retention_ms",
+      `must be 0 (the default) or in [${MIN_RETENTION_MS}, ${MAX_RETENTION_MS}]; got ${req.retentionMs}`,
+    );
+  }
+  return {
+    service: req.service,
+    scope,
+    key,
+    requestHash: req.requestHash,
+    leaseMs,
+    retentionMs: req.retentionMs === 0n ? DEFAULT_RETENTION_MS : Number(req.retentionMs),
+    traceId: traceId("trace_id", req.traceId, false),
+    causationId: text("causation_id", req.causationId, MAX_ID_LENGTH),
+  };
+}
+
+export function validateComplete(req: CompleteRequest): {
+  leaseToken: string;
+  response: Uint8Array;
+  traceId: string;
+  causationId: string;
+} {
+  const token = leaseToken(req.leaseToken);
+  if (req.response.byteLength > MAX_RESPONSE_BYTES) {
+    throw new InvalidArgumentError(
+      "response",
+      `must be at most ${MAX_RESPONSE_BYTES} bytes; got ${req.response.byteLength}`,
+    );
+  }
+  return {
+    leaseToken: token,
+    response: req.response,
+    traceId: traceId("trace_id", req.traceId, false),
+    causationId: text("causation_id", req.causationId, MAX_ID_LENGTH),
+  };
+}
+
+export function validateAbandon(req: AbandonRequest): string {
+  return leaseToken(req.leaseToken);
+}
+
+export function validateGetRecord(req: GetRecordRequest): { scope: string; key: string } {
+  return { scope: idempotencyScope(req), key: idempotencyKey("key", req.key) };
+}
+
 /** A dead letter id: chosen by the worker, safe in logs and subjects. */
 const LETTER_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 /** Largest job payload a policy may allow (policy.queue.max_payload_bytes). */
 export const MAX_JOB_PAYLOAD_BYTES = 1_048_576;
 /** Length cap of a dead letter's last error: enough for a message and a short stack. */
 const MAX_ERROR_LENGTH = 4_096;
-/** Length cap of an idempotency key. */
-const MAX_IDEMPOTENCY_KEY_LENGTH = 256;
 /** Length cap of a resolution reason. */
 const MAX_RESOLUTION_LENGTH = 1_024;
 /** Deliveries a letter may name: far beyond max_deliveries, for jobs whose workers crashed. */
@@ -327,7 +436,8 @@ export function validateRecordDeadLetter(req: RecordDeadLetterRequest): NewDeadL
     errorType: text("letter.error_type", l.errorType, MAX_ID_LENGTH),
     traceId: traceId("letter.trace_id", l.traceId, false),
     causationId: text("letter.causation_id", l.causationId, MAX_ID_LENGTH),
-    idempotencyKey: text("letter.idempotency_key", l.idempotencyKey, MAX_IDEMPOTENCY_KEY_LENGTH),
+    idempotencyKey:
+      l.idempotencyKey === "" ? "" : idempotencyKey("letter.idempotency_key", l.idempotencyKey),
     enqueuedAtMs: count("letter.enqueued_at_unix_ms", l.enqueuedAtUnixMs),
     deadLetteredAtMs: count("letter.dead_lettered_at_unix_ms", l.deadLetteredAtUnixMs),
     dlqSequence: count("letter.dlq_sequence", l.dlqSequence),

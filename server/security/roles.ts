@@ -1,6 +1,7 @@
 /**
  * Roles and what each may call (DESIGN §10). Readers see; services also act on the data path
- * (Acquire, Report, audit Append, recording dead letters); admins may do everything, including changing policies.
+ * (Acquire, Report, audit Append, idempotency Begin/Complete/Abandon, recording dead letters);
+ * admins may do everything, including changing policies and replaying dead letters.
  */
 export type Role = "reader" | "service" | "admin";
 
@@ -39,6 +40,10 @@ const REQUIRED: Record<string, Role | "none"> = {
   "bulwark.v1.DeadLetterService/GetDeadLetter": "reader",
   "bulwark.v1.DeadLetterService/ReplayDeadLetter": "admin",
   "bulwark.v1.DeadLetterService/ResolveDeadLetter": "admin",
+  "bulwark.v1.IdempotencyService/Begin": "service",
+  "bulwark.v1.IdempotencyService/Complete": "service",
+  "bulwark.v1.IdempotencyService/Abandon": "service",
+  "bulwark.v1.IdempotencyService/GetRecord": "reader",
 };
 
 /** The role a method needs, or "none" for unauthenticated methods. */

@@ -52,6 +52,27 @@ export const MIGRATIONS: readonly string[] = [
   );
   `,
   `
+  -- The idempotency ledger (DESIGN §7): one row per (scope, key). scope is 'service:<name>' or
+  -- 'shared:<name>'. The lease token identifies the holder of an in-progress key.
+  CREATE TABLE idempotency_records (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    request_hash BLOB NOT NULL,
+    response BLOB,
+    holder TEXT NOT NULL,
+    lease_token TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL,
+    lease_expires_at_ms INTEGER NOT NULL,
+    completed_at_ms INTEGER NOT NULL,
+    retention_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    takeovers INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+  );
+  CREATE INDEX idempotency_by_expiry ON idempotency_records (expires_at_ms);
+  `,
+  `
   -- Deferred jobs a worker gave up on (DESIGN §6). The payload is kept so that Replay can put the
   -- job back with its original bytes even after the dead-letter stream has aged it out.
   CREATE TABLE dead_letters (
