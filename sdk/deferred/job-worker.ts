@@ -355,8 +355,10 @@ export class Worker implements JobWorker {
         return;
       }
       this.lastErrors.delete(m.seq);
-      m.ack();
+      // Said before the acknowledgement goes out: a process that dies between the two has its
+      // job delivered again, and the idempotency key keeps the work from running twice.
       this.emitJob(job, { status: "succeeded" });
+      m.ack();
       return;
     }
   }
