@@ -273,6 +273,93 @@ describe("deferred work", () => {
 });
 
 describe("dead-letter replay", () => {
+  it("processes each dead letter once after recovery, and a second replay runs nothing", async () => {
+    const dep = "jobs.replayed";
+    await clientsFor(server.url).policies.putPolicy({
+      policy: queuedPolicy(dep, { maxDeliveries: 2 }),
+    });
+    upstream.mode = "fail";
+    const b = sdk();
+    const events: BulwarkEvent[] = [];
+    b.on((e) => events.push(e));
+    for (const order of ["a", "b", "c"]) {
+      await b.enqueue(dep, { order }, { idempotencyKey: `order-${order}` });
+    }
+    b.worker(dep, (job, ctx) => postJob(`${upstream.url}/${dep}`, job.payload, ctx.signal), {
+      concurrency: 3,
+    });
+    const dl = deadLetters();
+    const list = async () => (await dl.listDeadLetters({ dependency: dep })).letters;
+    expect(await waitFor(async () => (await list()).length === 3, 10_000)).toBe(true);
+    expect(upstream.effects(`/${dep}`).size).toBe(0);
+
+    // The dependency recovered: an operator replays every letter.
+    upstream.mode = "ok";
+    for (const letter of await list()) {
+      const res = await dl.replayDeadLetter({ letterId: letter.letterId });
+      expect(res.letter!.status).toBe(DeadLetterStatus.REPLAYED);
+      expect(res.jobId).toBe(letter.jobId);
+    }
+    const succeeded = () =>
+      events.filter((e) => e.type === "job" && e.status === "succeeded").length;
+    expect(await waitFor(() => succeeded() === 3, 10_000)).toBe(true);
+    expect([...upstream.effects(`/${dep}`).values()]).toEqual([1, 1, 1]);
+    // A replayed job keeps its trace.
+    const letters = await list();
+    expect(letters.every((l) => l.replayCount === 1 && l.replayedBy === "test-operator")).toBe(
+      true,
+    );
+    const replayedTraces = events
+      .filter((e) => e.type === "job" && e.status === "succeeded")
+      .map((e) => (e.type === "job" ? e.traceId : ""));
+    expect(new Set(replayedTraces)).toEqual(new Set(letters.map((l) => l.traceId)));
+
+    // A second replay is refused unless forced; forced, the idempotency key keeps it a no-op.
+    const again = await dl
+      .replayDeadLetter({ letterId: letters[0]!.letterId })
+      .catch((e: unknown) => e);
+    expect((again as ConnectError).code).toBe(Code.FailedPrecondition);
+    expect((again as ConnectError).message).toContain("set force to replay it again");
+    await dl.replayDeadLetter({ letterId: letters[0]!.letterId, force: true });
+    expect(await waitFor(() => succeeded() === 4, 10_000)).toBe(true);
+    expect([...upstream.effects(`/${dep}`).values()]).toEqual([1, 1, 1]);
+    // Two failed deliveries and one replay per job; the forced replay sent nothing.
+    expect(upstream.requests.filter((r) => r.path === `/${dep}`)).toHaveLength(3 * 2 + 3);
+
+    // Resolve closes a letter once; a resolved letter is not replayed without force.
+    const resolved = await dl.resolveDeadLetter({
+      letterId: letters[1]!.letterId,
+      reason: "replayed and delivered",
+    });
+    expect(resolved.letter!.status).toBe(DeadLetterStatus.RESOLVED);
+    expect(resolved.letter!.resolution).toBe("replayed and delivered");
+    const twice = await dl
+      .resolveDeadLetter({ letterId: letters[1]!.letterId, reason: "again" })
+      .catch((e: unknown) => e);
+    expect((twice as ConnectError).code).toBe(Code.FailedPrecondition);
+    const replayResolved = await dl
+      .replayDeadLetter({ letterId: letters[1]!.letterId })
+      .catch((e: unknown) => e);
+    expect((replayResolved as ConnectError).code).toBe(Code.FailedPrecondition);
+
+    // Every step is in the audit log, keyed by the letter, in the job's trace.
+    const { records } = await clientsFor(server.url).audit.query({
+      aggregateId: letters[0]!.letterId,
+    });
+    expect(records.map((r) => r.eventType)).toEqual([
+      "dead_letter.recorded",
+      "dead_letter.replayed",
+      "dead_letter.replayed",
+    ]);
+    expect(records.every((r) => r.traceId === letters[0]!.traceId)).toBe(true);
+    expect(records[1]!.principal).toBe("test-operator");
+    const resolvedAudit = await clientsFor(server.url).audit.query({
+      aggregateId: letters[1]!.letterId,
+      eventType: "dead_letter.resolved",
+    });
+    expect(resolvedAudit.records).toHaveLength(1);
+  });
+
   it("refuses a replay without NATS", async () => {
     const plain = await startTestServer();
     try {

@@ -18,22 +18,28 @@ export interface JobUpstream {
   url: string;
   mode: UpstreamMode;
   requests: UpstreamRequest[];
-  /** Requests per body, among those answered with 200 (the upstream's committed effects). */
-  effects(): Map<string, number>;
+  /**
+   * Requests per body among those answered with 200 (the upstream's committed effects), for
+   * one path or all.
+   */
+  effects(path?: string): Map<string, number>;
   close(): Promise<void>;
 }
 
 export async function startJobUpstream(): Promise<JobUpstream> {
   const requests: UpstreamRequest[] = [];
-  const committed: string[] = [];
+  const committed: { path: string; body: string }[] = [];
   const hanging = new Set<import("node:http").ServerResponse>();
   const upstream: JobUpstream = {
     url: "",
     mode: "ok",
     requests,
-    effects() {
+    effects(path) {
       const counts = new Map<string, number>();
-      for (const body of committed) counts.set(body, (counts.get(body) ?? 0) + 1);
+      for (const c of committed) {
+        if (path === undefined || c.path === path)
+          counts.set(c.body, (counts.get(c.body) ?? 0) + 1);
+      }
       return counts;
     },
     async close() {
@@ -56,7 +62,7 @@ export async function startJobUpstream(): Promise<JobUpstream> {
       });
       switch (upstream.mode) {
         case "ok":
-          committed.push(body);
+          committed.push({ path: req.url ?? "", body });
           res.writeHead(200, { "content-type": "application/json" }).end('{"ok":true}');
           return;
         case "fail":
