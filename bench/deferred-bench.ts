@@ -68,26 +68,27 @@ async function baseline(natsUrl: string): Promise<number> {
   return perS;
 }
 
-export async function deferredBench(): Promise<void> {
-  const tmp = tempDir("bulwark-bench-");
-  const nats = await startNats();
-  const server = await spawnServerProcess(join(tmp.dir, "bench.db"), 0, ["--nats", nats.url]);
+/**
+ * Jobs per second from the first enqueue to the last acknowledgement, with a no-op handler run
+ * as a guarded call of the dependency (the default) or called directly (`guarded: false`).
+ */
+async function endToEnd(url: string, natsUrl: string, guarded: boolean): Promise<number> {
+  const dependency = `${DEPENDENCY}.${guarded ? "guarded" : "direct"}`;
+  await clientsFor(url).policies.putPolicy({ policy: testPolicy(dependency) });
+  const producer = createBulwark({ url, service: "bench-producer", nats: natsUrl });
+  const consumer = createBulwark({ url, service: "bench-worker", nats: natsUrl });
   try {
-    process.stdout.write("\nDeferred work\n");
-    const basePerS = await baseline(nats.url);
-    line(`plain JetStream publish, pull, ack × ${WORKERS} (baseline)`, `${fmt(basePerS)}/s`);
-
-    const policy = testPolicy(DEPENDENCY, { timeoutMs: 1_000 });
-    await clientsFor(server.url).policies.putPolicy({ policy });
-    const producer = createBulwark({ url: server.url, service: "bench-producer", nats: nats.url });
-    const consumer = createBulwark({ url: server.url, service: "bench-worker", nats: nats.url });
     let done = 0;
-    // Sets up the streams before the clock starts.
-    await producer.enqueue(DEPENDENCY, "warm-up");
+    // Sets up the streams and the consumer before the clock starts.
+    await producer.enqueue(dependency, "warm-up");
     const workers = Array.from({ length: WORKERS }, () =>
-      consumer.worker(DEPENDENCY, async () => {
-        done++;
-      }),
+      consumer.worker(
+        dependency,
+        async () => {
+          done++;
+        },
+        { guarded },
+      ),
     );
     await waitFor(() => done === 1, 10_000);
     done = 0;
@@ -97,19 +98,37 @@ export async function deferredBench(): Promise<void> {
       Array.from({ length: ENQUEUE_CONCURRENCY }, async () => {
         while (next < JOBS) {
           next++;
-          await producer.enqueue(DEPENDENCY, { n: next });
+          await producer.enqueue(dependency, { n: next });
         }
       }),
     );
     await waitFor(() => done >= JOBS, RUN_LIMIT_MS);
     const perS = done / ((performance.now() - started) / 1000);
-    line(`enqueue → ${WORKERS} workers → ack, no-op handler (target 2 000)`, `${fmt(perS)}/s`, {
-      name: "plain JetStream",
-      ratio: perS / basePerS,
-    });
     await Promise.all(workers.map((w) => w.stop()));
+    return perS;
+  } finally {
     await producer.close();
     await consumer.close();
+  }
+}
+
+export async function deferredBench(): Promise<void> {
+  const tmp = tempDir("bulwark-bench-");
+  const nats = await startNats();
+  const server = await spawnServerProcess(join(tmp.dir, "bench.db"), 0, ["--nats", nats.url]);
+  try {
+    process.stdout.write("\nDeferred work\n");
+    const basePerS = await baseline(nats.url);
+    line(`plain JetStream publish, pull, ack × ${WORKERS} (baseline)`, `${fmt(basePerS)}/s`);
+
+    for (const guarded of [true, false]) {
+      const perS = await endToEnd(server.url, nats.url, guarded);
+      line(
+        `enqueue → ${WORKERS} workers → ack, ${guarded ? "guarded call" : "unguarded handler"} (target 2 000)`,
+        `${fmt(perS)}/s`,
+        { name: "plain JetStream", ratio: perS / basePerS },
+      );
+    }
   } finally {
     await server.kill();
     await nats.stop();

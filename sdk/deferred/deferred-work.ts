@@ -44,11 +44,11 @@ export class DeferredWork {
   }
 
   worker(dependency: string, handler: JobHandler, options: WorkerOptions = {}): JobWorker {
-    const concurrency = checkWorkerOptions(options);
+    const { concurrency, guarded } = checkWorkerOptions(options);
     this.gate ??=
       this.gateFactory?.() ??
       new WatchBreakerGate(this.cp.transport, this.cp.headers, this.service);
-    const worker = new Worker(dependency, handler, concurrency, {
+    const worker = new Worker(dependency, handler, concurrency, guarded, {
       queue: this.queue,
       cp: this.cp,
       events: this.events,

@@ -5,6 +5,7 @@ import { isBulwarkError, isCircuitOpenError, isIdempotencyInProgressError } from
 import type { EventEmitter } from "../events.ts";
 import type { AttemptContext, CallOptions, CallResult } from "../guarded-call.ts";
 import type { CallPolicy } from "../policy.ts";
+import { newSpanId, newTraceId, traceparent } from "../trace.ts";
 import type { BreakerGate } from "./breaker-gate.ts";
 import { type DeadLetterRecorder, isRetryableRecordError } from "./dead-letter-recorder.ts";
 import {
@@ -25,6 +26,14 @@ export type JobHandler = (job: Job, ctx: AttemptContext) => Promise<void>;
 export interface WorkerOptions {
   /** Jobs handled at once by this worker, 1..1000. Default 1. */
   concurrency?: number;
+  /**
+   * Run each job as one guarded call of the dependency: the policy's timeout and retries,
+   * admission by the breaker, the outcome reported to the fleet. Default true. Set it to false
+   * when the handler guards its own calls (`bulwark.call`, `bulwark.fetch`), for instance to make
+   * several calls per job; the worker still pauses while the breaker is open and holds a job
+   * whose call the breaker refuses. The handler's signal then aborts after the ack wait.
+   */
+  guarded?: boolean;
 }
 
 /** One at a time: the least load on a dependency until the operator chooses more. */
@@ -90,14 +99,17 @@ export type WorkerState =
   | { kind: "stopping" }
   | { kind: "stopped" };
 
-export function checkWorkerOptions(options: WorkerOptions): number {
+export function checkWorkerOptions(options: WorkerOptions): {
+  concurrency: number;
+  guarded: boolean;
+} {
   const concurrency = options.concurrency ?? DEFAULT_WORKER_CONCURRENCY;
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_WORKER_CONCURRENCY) {
     throw new RangeError(
       `options.concurrency must be an integer in [1, ${MAX_WORKER_CONCURRENCY}]; got ${concurrency}`,
     );
   }
-  return concurrency;
+  return { concurrency, guarded: options.guarded ?? true };
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -161,6 +173,7 @@ export class Worker implements JobWorker {
     readonly dependency: string,
     private readonly handler: JobHandler,
     private readonly concurrency: number,
+    private readonly guarded: boolean,
     private readonly deps: WorkerDeps,
   ) {
     this.idle = new Promise((resolve) => {
@@ -371,11 +384,23 @@ export class Worker implements JobWorker {
   private async runHandler(job: Job, policy: CallPolicy): Promise<void> {
     const traceId = /^[0-9a-f]{32}$/.test(job.traceId) ? job.traceId : undefined;
     const causationId = job.causationId === "" ? undefined : job.causationId.slice(0, 128);
-    const run = () =>
-      this.deps.execute(this.dependency, (ctx) => this.handler(job, ctx), {
+    const run = () => {
+      if (!this.guarded) {
+        const spanId = newSpanId();
+        const trace = traceId ?? newTraceId();
+        return this.handler(job, {
+          signal: AbortSignal.timeout(policy.queue.ackWaitMs),
+          attempt: 1,
+          traceId: trace,
+          spanId,
+          traceparent: traceparent(trace, spanId),
+        });
+      }
+      return this.deps.execute(this.dependency, (ctx) => this.handler(job, ctx), {
         ...(traceId === undefined ? {} : { traceId }),
         ...(causationId === undefined ? {} : { causationId }),
       });
+    };
     const once = this.deps.once;
     if (job.idempotencyKey === "" || once === undefined) {
       await run();
