@@ -143,7 +143,12 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     breakers: () => breakers.list(),
     processMetrics: options.metrics !== undefined,
   });
-  registerDeadLetterMetrics(metrics.registry, () => deadLetters.counts());
+  registerDeadLetterMetrics(
+    metrics.registry,
+    () => deadLetters.counts(),
+    () => policies.list().map((p) => p.dependency),
+    nats,
+  );
   const unsubscribeMetrics = hub.subscribe((event) => {
     if (event.kind === "breaker-transition") {
       metrics.recordTransition(event.transition.dependency, event.transition.to);

@@ -1,7 +1,9 @@
+import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { connect, type NatsConnection } from "nats";
+import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { BreakerState } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import {
@@ -20,11 +22,13 @@ import {
   isPolicyNotFoundError,
   PermanentJobError,
 } from "../sdk/index.ts";
+import { startServer } from "../server/bulwark-server.ts";
 import {
   clientsFor,
   type NatsProcess,
   startNats,
   startTestServer,
+  tempDir,
   testPolicy,
   waitFor,
 } from "./harness.ts";
@@ -270,6 +274,42 @@ describe("deferred work", () => {
     expect(result.value).toBe("later");
     expect(result.deferredJobId).toMatch(/^[0-9a-f]{32}$/);
     expect(await streamMessages(jobStreamName(dep))).toBe(2);
+  });
+});
+
+describe("queue and dead-letter depth", () => {
+  it("is exported on /metrics per dependency", async () => {
+    const dep = "jobs.depth";
+    const tmp = tempDir();
+    const metricsServer = await startServer({
+      dbPath: join(tmp.dir, "m.db"),
+      host: "127.0.0.1",
+      port: 0,
+      natsUrl: nats.url,
+      metrics: { host: "127.0.0.1", port: 0 },
+      logger: pino({ level: "silent" }),
+    });
+    try {
+      await clientsFor(metricsServer.url).policies.putPolicy({ policy: queuedPolicy(dep) });
+      const b = createBulwark({ url: metricsServer.url, service: "jobs", nats: nats.url });
+      sdks.push(b);
+      for (let i = 0; i < 3; i++) await b.enqueue(dep, { i });
+      await deadLetters(metricsServer.url).recordDeadLetter({
+        letter: {
+          letterId: "dl-depth-1",
+          dependency: dep,
+          jobId: "depth",
+          reason: DeadLetterReason.PERMANENT,
+        },
+      });
+      const text = await (await fetch(`${metricsServer.metricsUrl}/metrics`)).text();
+      expect(text).toContain(`bulwark_queue_jobs{dependency="${dep}"} 3`);
+      expect(text).toContain(`bulwark_dlq_jobs{dependency="${dep}"} 0`);
+      expect(text).toContain(`bulwark_dead_letters{dependency="${dep}",status="open"} 1`);
+    } finally {
+      await metricsServer.close();
+      tmp.remove();
+    }
   });
 });
 

@@ -96,14 +96,12 @@ export class JobQueue {
     nc: NatsConnection,
     policy: CallPolicy,
     withConsumer: boolean,
-  ): Promise<JetStreamManager> {
-    const jsm = await nc.jetstreamManager();
+  ): Promise<void> {
     const seen = this.ensured.get(policy.dependency);
-    if (withConsumer || seen?.nc !== nc || seen.revision !== policy.revision) {
-      await ensureJobStreams(jsm, policy.dependency, policy.queue, withConsumer);
-      this.ensured.set(policy.dependency, { revision: policy.revision, nc });
-    }
-    return jsm;
+    if (!withConsumer && seen?.nc === nc && seen.revision === policy.revision) return;
+    const jsm: JetStreamManager = await nc.jetstreamManager();
+    await ensureJobStreams(jsm, policy.dependency, policy.queue, withConsumer);
+    this.ensured.set(policy.dependency, { revision: policy.revision, nc });
   }
 
   async enqueue(

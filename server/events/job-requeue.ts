@@ -17,6 +17,22 @@ export const JOB_HEADERS = {
   replayOf: "Bulwark-Replay-Of",
 } as const;
 
+/**
+ * Stream names of a dependency's work queue and dead-letter stream, as the SDK creates them:
+ * '.' becomes `_d` and '_' becomes `__` (stream names may not hold '.').
+ */
+export function jobStreamName(dependency: string): string {
+  return `BULWARK_JOBS_${streamSuffix(dependency)}`;
+}
+
+export function dlqStreamName(dependency: string): string {
+  return `BULWARK_DLQ_${streamSuffix(dependency)}`;
+}
+
+function streamSuffix(dependency: string): string {
+  return dependency.replace(/[._]/g, (c) => (c === "." ? "_d" : "__"));
+}
+
 /** How long a replay waits for JetStream to store the job. */
 const REQUEUE_TIMEOUT_MS = 5_000;
 
