@@ -2,7 +2,7 @@ import type { Consumer, JsMsg, NatsConnection } from "nats";
 import { classifyError } from "../classify.ts";
 import type { ControlPlane } from "../control-plane.ts";
 import { isBulwarkError, isCircuitOpenError, isIdempotencyInProgressError } from "../errors.ts";
-import type { EventEmitter } from "../events.ts";
+import type { EventEmitter, JobEvent } from "../events.ts";
 import type { AttemptContext, CallOptions, CallResult } from "../guarded-call.ts";
 import type { CallPolicy } from "../policy.ts";
 import { newSpanId, newTraceId, traceparent } from "../trace.ts";
@@ -19,6 +19,13 @@ import {
 } from "./job-message.ts";
 import type { JobQueue } from "./job-queue.ts";
 import { isPermanentJobError } from "./permanent-job-error.ts";
+
+/** What a job event says beyond the job it is about (one variant per status). */
+type JobEventDetail = JobEvent extends infer E
+  ? E extends JobEvent
+    ? Omit<E, "type" | "dependency" | "jobId" | "traceId" | "delivery">
+    : never
+  : never;
 
 /** Handles one job. Throw to fail it: PermanentJobError dead-letters it at once. */
 export type JobHandler = (job: Job, ctx: AttemptContext) => Promise<void>;
@@ -306,7 +313,7 @@ export class Worker implements JobWorker {
       });
   }
 
-  private emitJob(job: Job, event: Record<string, unknown> & { status: string }): void {
+  private emitJob(job: Job, detail: JobEventDetail): void {
     if (!this.deps.events.active) return;
     this.deps.events.emit({
       type: "job",
@@ -314,8 +321,8 @@ export class Worker implements JobWorker {
       jobId: job.id,
       traceId: job.traceId,
       delivery: job.delivery,
-      ...event,
-    } as Parameters<EventEmitter["emit"]>[0]);
+      ...detail,
+    });
   }
 
   private async process(m: JsMsg): Promise<void> {
