@@ -5,9 +5,11 @@
 import { cpus } from "node:os";
 import { auditBench } from "./audit-bench.ts";
 import { deferredBench } from "./deferred-bench.ts";
+import { idempotencyBench } from "./idempotency-bench.ts";
 
 process.stdout.write(
   `Bulwark benchmarks — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}\n`,
 );
 await auditBench();
 await deferredBench();
+await idempotencyBench();

@@ -158,7 +158,7 @@ function cancellationError(reason: unknown): unknown {
  * Refuses call options the control plane would refuse later (which would drop the whole report
  * batch they travel in), naming the option and its rule.
  */
-function checkCallOptions(
+export function checkCallOptions(
   options: Pick<CallOptions<unknown>, "deadlineMs" | "traceId" | "causationId">,
 ): void {
   const { deadlineMs, traceId, causationId } = options;

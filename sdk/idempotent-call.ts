@@ -1,7 +1,7 @@
 import type { ControlPlane } from "./control-plane.ts";
 import type { EventEmitter } from "./events.ts";
 import type { AttemptContext, CallOptions, CallResult } from "./guarded-call.ts";
-import { guardedCall } from "./guarded-call.ts";
+import { checkCallOptions, guardedCall } from "./guarded-call.ts";
 import { checkIdempotencyOptions, MAX_LEASE_MS, runOnce } from "./idempotency-ledger.ts";
 import { requestHash } from "./request-hash.ts";
 import { jsonCodec, type ResultCodec } from "./result-codec.ts";
@@ -67,6 +67,7 @@ export async function idempotentCall<T>(
 ): Promise<CallResult<T>> {
   const key = options.idempotencyKey!;
   const idem = options.idempotency ?? {};
+  checkCallOptions(options);
   checkIdempotencyOptions(key, idem);
   const policy = await cp.policy(dependency);
   const startedMs = Date.now();
@@ -172,6 +173,9 @@ export async function once<T>(
   }
   if (options.traceId !== undefined && !/^[0-9a-f]{32}$/.test(options.traceId)) {
     throw new RangeError("traceId must be a W3C trace id: 32 lowercase hex digits");
+  }
+  if (options.causationId !== undefined && options.causationId.length > 128) {
+    throw new RangeError("causationId must be at most 128 characters");
   }
   const traceId = callTraceId(options.traceId);
   const { value } = await runOnce(

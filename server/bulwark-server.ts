@@ -135,8 +135,8 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     },
     clock,
   );
-  const ledger = new IdempotencyLedger(new IdempotencyStore(db), clock, logger, (completion) =>
-    auditCompletion(audit, completion),
+  const ledger = new IdempotencyLedger(new IdempotencyStore(db), clock, logger, (completions) =>
+    auditCompletions(audit, completions),
   );
   const shutdown = new AbortController();
   const metrics = new ServerMetrics({
@@ -305,34 +305,46 @@ function deadLetterAuditInput(entry: DeadLetterAuditEntry) {
 const MAX_AUDIT_AGGREGATE_LENGTH = 256;
 
 /**
- * Records a ledger completion in the audit log: `idempotency.completed` on the aggregate
- * `<scope>/<key>`, produced by the service that held the lease, with the completion's trace and
- * cause. Its payload holds the hashes of the request and of the stored response, not the response.
+ * Records ledger completions in the audit log, one commit for a batch: `idempotency.completed` on
+ * the aggregate `<scope>/<key>`, produced by the service that held the lease, with the
+ * completion's principal, trace and cause. The payload holds the hashes of the request and of the
+ * stored response, not the response. Returns the records' event ids, in order.
  */
-function auditCompletion(audit: AuditLog, c: Completion): string {
-  const r = c.record;
-  const body = {
-    scope: r.scope,
-    key: r.key,
-    requestHash: Buffer.from(r.requestHash).toString("hex"),
-    responseHash: payloadHash(r.response, undefined),
-    responseBytes: r.response.length,
-    takeovers: r.takeovers,
-    completedAtMs: r.completedAtMs,
-  };
-  const [record] = audit.append(
-    [
-      {
-        eventId: "",
-        eventType: "idempotency.completed",
-        aggregateId: `${r.scope}/${r.key}`.slice(0, MAX_AUDIT_AGGREGATE_LENGTH),
-        payload: Buffer.from(canonicalJson(body)),
-        producer: r.holder,
-        traceId: c.traceId,
-        causationId: c.causationId,
-      },
-    ],
-    c.principal,
-  );
-  return record?.eventId ?? "";
+function auditCompletions(audit: AuditLog, completions: Completion[]): string[] {
+  const byPrincipal = new Map<string, number[]>();
+  completions.forEach((c, i) => {
+    byPrincipal.set(c.principal, [...(byPrincipal.get(c.principal) ?? []), i]);
+  });
+  const eventIds: string[] = [];
+  for (const [principal, indexes] of byPrincipal) {
+    const records = audit.append(
+      indexes.map((i) => {
+        const c = completions[i]!;
+        const r = c.record;
+        const body = {
+          scope: r.scope,
+          key: r.key,
+          requestHash: Buffer.from(r.requestHash).toString("hex"),
+          responseHash: payloadHash(r.response, undefined),
+          responseBytes: r.response.length,
+          takeovers: r.takeovers,
+          completedAtMs: r.completedAtMs,
+        };
+        return {
+          eventId: "",
+          eventType: "idempotency.completed",
+          aggregateId: `${r.scope}/${r.key}`.slice(0, MAX_AUDIT_AGGREGATE_LENGTH),
+          payload: Buffer.from(canonicalJson(body)),
+          producer: r.holder,
+          traceId: c.traceId,
+          causationId: c.causationId,
+        };
+      }),
+      principal,
+    );
+    indexes.forEach((i, j) => {
+      eventIds[i] = records[j]?.eventId ?? "";
+    });
+  }
+  return eventIds;
 }

@@ -22,6 +22,7 @@ import {
 } from "@bufbuild/protobuf";
 import { type CallOptions, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import Database from "better-sqlite3";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -48,6 +49,13 @@ import {
   type ReplayDeadLetterRequestSchema,
   type ResolveDeadLetterRequestSchema,
 } from "../gen/bulwark/v1/dead_letter_pb.ts";
+import {
+  type AbandonRequestSchema,
+  type BeginRequestSchema,
+  type CompleteRequestSchema,
+  type GetRecordRequestSchema,
+  IdempotencyService,
+} from "../gen/bulwark/v1/idempotency_pb.ts";
 import {
   type DeletePolicyRequestSchema,
   type GetPolicyRequestSchema,
@@ -110,6 +118,7 @@ let server: Awaited<ReturnType<typeof startTestServer>>;
 let rpc: Clients;
 let health: ReturnType<typeof createClient<typeof Health>>;
 let letters: ReturnType<typeof createClient<typeof DeadLetterService>>;
+let ledger: ReturnType<typeof createClient<typeof IdempotencyService>>;
 
 /** (Re)stores the pooled policies: fuzzed Puts and Deletes change or remove them. */
 async function seedPolicies(): Promise<void> {
@@ -124,6 +133,7 @@ beforeAll(async () => {
   rpc = clientsFor(server.url, "fuzzer");
   health = createClient(Health, createGrpcTransport({ baseUrl: server.url }));
   letters = createClient(DeadLetterService, createGrpcTransport({ baseUrl: server.url }));
+  ledger = createClient(IdempotencyService, createGrpcTransport({ baseUrl: server.url }));
   await seedPolicies();
 });
 afterAll(async () => {
@@ -413,9 +423,81 @@ const chainLength = fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 9
 const trace: fc.Arbitrary<Init<typeof TraceRequestSchema>> = fc.record({ traceId });
 const healthCheck: fc.Arbitrary<Init<typeof HealthCheckRequestSchema>> = fc.record({
   service: fc.oneof(
-    fc.constantFrom("", PolicyService.typeName, BreakerService.typeName, AuditService.typeName),
+    fc.constantFrom(
+      "",
+      PolicyService.typeName,
+      BreakerService.typeName,
+      AuditService.typeName,
+      IdempotencyService.typeName,
+    ),
     hostileString,
   ),
+});
+/** Idempotency keys reused across calls, so Begins meet stored and leased records. */
+const KEYS = ["order-1", "order-2", "é-key", "k".repeat(255)];
+const HASHES = [new Uint8Array(32).fill(1), new Uint8Array(32).fill(2)];
+const idemKey = fc.oneof(
+  { weight: 4, arbitrary: fc.constantFrom(...KEYS) },
+  { weight: 1, arbitrary: fc.constantFrom("", "k".repeat(256), "é".repeat(128), "a\ud800") },
+  { weight: 3, arbitrary: hostileString },
+);
+const requestHashArb = fc.oneof(
+  { weight: 4, arbitrary: fc.constantFrom(...HASHES) },
+  { weight: 1, arbitrary: fc.uint8Array({ maxLength: 40 }) },
+);
+const sharedScope = fc.oneof(fc.constantFrom("", "", "shared-a"), shortHostile);
+const begin: fc.Arbitrary<Init<typeof BeginRequestSchema>> = fc.record(
+  {
+    service,
+    sharedScope,
+    key: idemKey,
+    requestHash: requestHashArb,
+    leaseMs: fc.oneof(fc.constantFrom(0, 99, 100, 3_600_000, 3_600_001), int32In(0, 60_000)),
+    retentionMs: fc.oneof(
+      fc.constantFrom(0n, 999n, 1_000n, 2_592_000_000n, 2_592_000_001n),
+      anyInt64,
+    ),
+    traceId,
+    causationId: shortHostile,
+  },
+  { requiredKeys: [] },
+);
+/** Response sizes around the 1 MiB limit, mostly small. */
+const response = fc.oneof(
+  { weight: 9, arbitrary: fc.uint8Array({ maxLength: 256 }) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .constantFrom(1_048_575, 1_048_576, 1_048_577)
+      .map((n) => new Uint8Array(n).fill(7)),
+  },
+);
+const complete: fc.Arbitrary<Init<typeof CompleteRequestSchema>> = fc.record(
+  {
+    leaseToken: fc.oneof(fc.uuid(), shortHostile),
+    response,
+    traceId,
+    causationId: shortHostile,
+  },
+  { requiredKeys: [] },
+);
+/** A ledger round as the SDK makes it: Begin a pooled key, then Complete or Abandon it. */
+const beginThenEnd = fc.record({
+  key: fc.constantFrom(...KEYS),
+  requestHash: fc.constantFrom(...HASHES),
+  service: fc.constantFrom(...SERVICES),
+  leaseMs: fc.constantFrom(100, 30_000),
+  end: fc.constantFrom("complete", "abandon", "none"),
+  response,
+});
+type LedgerRound = typeof beginThenEnd extends fc.Arbitrary<infer T> ? T : never;
+const abandon: fc.Arbitrary<Init<typeof AbandonRequestSchema>> = fc.record({
+  leaseToken: fc.oneof(fc.uuid(), shortHostile),
+});
+const getRecord: fc.Arbitrary<Init<typeof GetRecordRequestSchema>> = fc.record({
+  service,
+  sharedScope,
+  key: idemKey,
 });
 const empty = fc.constant({});
 
@@ -528,6 +610,10 @@ const REQUESTS: Record<string, fc.Arbitrary<object>> = {
   "bulwark.v1.DeadLetterService/GetDeadLetter": getDeadLetter,
   "bulwark.v1.DeadLetterService/ReplayDeadLetter": replayDeadLetter,
   "bulwark.v1.DeadLetterService/ResolveDeadLetter": resolveDeadLetter,
+  "bulwark.v1.IdempotencyService/Begin": begin,
+  "bulwark.v1.IdempotencyService/Complete": complete,
+  "bulwark.v1.IdempotencyService/Abandon": abandon,
+  "bulwark.v1.IdempotencyService/GetRecord": getRecord,
   "grpc.health.v1.Health/Check": healthCheck,
   "grpc.health.v1.Health/Watch": healthCheck,
 };
@@ -719,6 +805,42 @@ const DATA_PATH_CASES: RpcCase[] = [
     call: (r, o) => letters.resolveDeadLetter(r, o),
   },
   {
+    name: "IdempotencyService/Begin",
+    numRuns: 150,
+    arb: begin,
+    call: (r, o) => ledger.begin(r, o),
+  },
+  {
+    name: "IdempotencyService/Begin then Complete or Abandon",
+    numRuns: 100,
+    arb: beginThenEnd,
+    call: async (r: LedgerRound, o) => {
+      const { key, requestHash, service, leaseMs, end } = r;
+      const res = await ledger.begin({ key, requestHash, service, leaseMs }, o);
+      if (res.leaseToken === "" || end === "none") return;
+      if (end === "abandon") await ledger.abandon({ leaseToken: res.leaseToken }, o);
+      else await ledger.complete({ leaseToken: res.leaseToken, response: r.response }, o);
+    },
+  },
+  {
+    name: "IdempotencyService/Complete",
+    numRuns: 60,
+    arb: complete,
+    call: (r, o) => ledger.complete(r, o),
+  },
+  {
+    name: "IdempotencyService/Abandon",
+    numRuns: 40,
+    arb: abandon,
+    call: (r, o) => ledger.abandon(r, o),
+  },
+  {
+    name: "IdempotencyService/GetRecord",
+    numRuns: 80,
+    arb: getRecord,
+    call: (r, o) => ledger.getRecord(r, o),
+  },
+  {
     name: "Health/Check",
     numRuns: 100,
     arb: healthCheck,
@@ -836,6 +958,37 @@ function checkStoredState(when: string, chainsUnbroken: boolean): void {
       });
     }
 
+    it("holds only idempotency records that follow the documented rules", () => {
+      const db = new Database(server.dbPath, { readonly: true });
+      try {
+        const rows = db
+          .prepare(
+            "SELECT scope, key, state, length(request_hash) AS hashBytes, length(response) AS responseBytes FROM idempotency_records",
+          )
+          .all() as {
+          scope: string;
+          key: string;
+          state: string;
+          hashBytes: number;
+          responseBytes: number | null;
+        }[];
+        const scope = /^(service|shared):[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+        const bad = rows.filter(
+          (r) =>
+            !scope.test(r.scope) ||
+            Buffer.byteLength(r.key) < 1 ||
+            Buffer.byteLength(r.key) > 255 ||
+            /\p{Cs}/u.test(r.key) ||
+            !["in-progress", "completed"].includes(r.state) ||
+            r.hashBytes !== 32 ||
+            (r.responseBytes ?? 0) > 1_048_576,
+        );
+        expect(bad).toEqual([]);
+      } finally {
+        db.close();
+      }
+    });
+
     it("keeps an audit chain that verifies", async () => {
       const verdict = await rpc.audit.verify({});
       expect(verdict.problem).toBe("");
@@ -871,6 +1024,7 @@ const METHODS: DescMethod[] = [
   BreakerService,
   AuditService,
   DeadLetterService,
+  IdempotencyService,
   Health,
 ].flatMap((s: DescService) => s.methods);
 const pathOf = (m: DescMethod) => `${m.parent.typeName}/${m.name}`;

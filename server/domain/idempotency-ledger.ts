@@ -25,6 +25,11 @@ export const REQUEST_HASH_BYTES = 32;
 export const SWEEP_INTERVAL_MS = 1_000;
 /** Records one sweep deletes at most: bounds how long it holds the writer. */
 export const SWEEP_BATCH = 500;
+/**
+ * Writes one commit carries at most. Writes that arrive together share one commit (one fsync);
+ * the cap bounds how long one batch holds the event loop.
+ */
+export const MAX_COMMIT_BATCH = 256;
 
 /** The stored form of a scope: a service's own, or one shared by name. */
 export function scopeOf(service: string, sharedScope: string): string {
@@ -58,28 +63,44 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
+interface PendingWrite {
+  write: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
 /**
- * The idempotency ledger (DESIGN §7). Begin, Complete and Abandon each run in one IMMEDIATE
- * SQLite transaction, so concurrent callers are serialized by the database: of any number of
- * Begins for one key exactly one finds it free. An expired record counts as absent, and a
+ * The idempotency ledger (DESIGN §7). Begin, Complete and Abandon are group-committed: the
+ * writes that arrive in one turn of the event loop run one after the other, each in its own
+ * savepoint, inside one IMMEDIATE transaction, and every caller is answered only after that
+ * transaction is on disk. The server is one thread and runs the writes in order, so of any number
+ * of Begins for one key exactly one finds it free. An expired record counts as absent, and a
  * background sweep deletes expired records a bounded batch at a time.
  */
 export class IdempotencyLedger {
   private readonly sweepTimer: NodeJS.Timeout;
+  private pending: PendingWrite[] = [];
+  private flushScheduled = false;
+  private closed = false;
+  /** Completions of the batch being written, with the answers that will carry their event ids. */
+  private completions: { completion: Completion; answer: { eventId: string } }[] = [];
 
   constructor(
     private readonly store: IdempotencyStore,
     private readonly clock: () => number,
     private readonly logger: Logger,
-    /** Called after a completion is committed; returns the event id it was recorded under. */
-    private readonly onCompleted: (completion: Completion) => string = () => "",
+    /**
+     * Called with the completions of a batch once it is committed, before any caller is
+     * answered; returns the event id each was recorded under, in order.
+     */
+    private readonly onCompleted: (completions: Completion[]) => string[] = (c) => c.map(() => ""),
   ) {
     this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
     this.sweepTimer.unref();
   }
 
-  begin(input: BeginInput): BeginResult {
-    return this.store.transaction((): BeginResult => {
+  begin(input: BeginInput): Promise<BeginResult> {
+    return this.write((): BeginResult => {
       const nowMs = this.clock();
       let row = this.store.get(input.scope, input.key);
       if (row !== undefined && row.expiresAtMs <= nowMs) row = undefined;
@@ -121,16 +142,16 @@ export class IdempotencyLedger {
    * Stores the response under the key the token holds. A completion repeated with the same
    * response (a retried RPC) succeeds again; a token that lost its key is refused.
    */
-  complete(
+  async complete(
     leaseToken: string,
     response: Uint8Array,
     cause: Omit<Completion, "record">,
-  ): { record: IdempotencyRow; eventId: string } {
-    const { record, fresh } = this.store.transaction(() => {
+  ): Promise<{ record: IdempotencyRow; eventId: string }> {
+    return this.write(() => {
       const nowMs = this.clock();
       const row = this.held(leaseToken, nowMs);
       if (row.state === "completed") {
-        if (sameBytes(row.response, response)) return { record: row, fresh: false };
+        if (sameBytes(row.response, response)) return { record: row, eventId: "" };
         throw new FailedPreconditionError(
           `key ${JSON.stringify(row.key)} is already completed with another response`,
         );
@@ -144,26 +165,16 @@ export class IdempotencyLedger {
         expiresAtMs: nowMs + row.retentionMs,
       };
       this.store.put(completed);
-      return { record: completed, fresh: true };
+      // Audited once the batch is committed, together with the batch's other completions.
+      const answer = { record: completed, eventId: "" };
+      this.completions.push({ completion: { record: completed, ...cause }, answer });
+      return answer;
     });
-    let eventId = "";
-    if (fresh) {
-      try {
-        eventId = this.onCompleted({ record, ...cause });
-      } catch (err) {
-        // The completion is committed; only its audit record is lost (logged, not hidden).
-        this.logger.error(
-          { err, scope: record.scope },
-          "audit of an idempotency completion failed",
-        );
-      }
-    }
-    return { record, eventId };
   }
 
   /** Releases an in-progress key so that the next Begin runs the work again. */
-  abandon(leaseToken: string): void {
-    this.store.transaction(() => {
+  async abandon(leaseToken: string): Promise<void> {
+    await this.write(() => {
       const row = this.held(leaseToken, this.clock());
       if (row.state === "completed") {
         throw new FailedPreconditionError(
@@ -182,10 +193,16 @@ export class IdempotencyLedger {
     return row;
   }
 
-  /** Deletes one batch of expired records; returns how many. */
+  /**
+   * Deletes one batch of expired records and returns how many. A full batch means more are
+   * waiting: the next batch follows once other work has had its turn, so a backlog drains
+   * without one sweep holding the writer for long.
+   */
   sweep(): number {
     try {
-      return this.store.deleteExpired(this.clock(), SWEEP_BATCH);
+      const deleted = this.store.deleteExpired(this.clock(), SWEEP_BATCH);
+      if (deleted === SWEEP_BATCH && !this.closed) setImmediate(() => this.sweep());
+      return deleted;
     } catch (err) {
       this.logger.error({ err }, "idempotency sweep failed; will retry");
       return 0;
@@ -193,7 +210,68 @@ export class IdempotencyLedger {
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.sweepTimer);
+  }
+
+  /** Queues a write for the next group commit; resolves once it is on disk. */
+  private write<T>(write: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new Error("the idempotency ledger is closed"));
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ write, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Runs queued writes in one transaction; a write that throws rolls back only its savepoint. */
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.pending.splice(0, MAX_COMMIT_BATCH);
+    if (this.pending.length > 0) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    const results: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    this.completions = [];
+    try {
+      this.store.transaction(() => {
+        for (const item of batch) {
+          try {
+            results.push({ ok: true, value: this.store.savepoint(item.write) });
+          } catch (error) {
+            results.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (err) {
+      // The commit failed (a full disk): nothing of the batch is stored, and every caller hears so.
+      for (const item of batch) item.reject(err);
+      return;
+    }
+    this.audit(this.completions);
+    this.completions = [];
+    batch.forEach((item, i) => {
+      const r = results[i]!;
+      if (r.ok) item.resolve(r.value);
+      else item.reject(r.error);
+    });
+  }
+
+  /** Records the batch's completions (one audit commit for all of them). */
+  private audit(done: { completion: Completion; answer: { eventId: string } }[]): void {
+    if (done.length === 0) return;
+    try {
+      const eventIds = this.onCompleted(done.map((d) => d.completion));
+      done.forEach((d, i) => {
+        d.answer.eventId = eventIds[i] ?? "";
+      });
+    } catch (err) {
+      // The completions are committed; only their audit records are lost (logged, not hidden).
+      this.logger.error({ err, count: done.length }, "audit of idempotency completions failed");
+    }
   }
 
   /** The live record the token holds; refused when it was taken over, released or expired. */

@@ -45,9 +45,9 @@ export function idempotencyService(
   ledger: IdempotencyLedger,
 ): ServiceImpl<typeof IdempotencyService> {
   return {
-    begin(req) {
+    async begin(req) {
       const input = validateBegin(req);
-      const result = ledger.begin(input);
+      const result = await ledger.begin(input);
       const r = result.record;
       return {
         outcome: OUTCOME[result.kind],
@@ -60,10 +60,10 @@ export function idempotencyService(
       };
     },
 
-    complete(req, ctx) {
+    async complete(req, ctx) {
       const { leaseToken, response, traceId, causationId } = validateComplete(req);
       const info = callInfo(ctx);
-      const { record, eventId } = ledger.complete(leaseToken, response, {
+      const { record, eventId } = await ledger.complete(leaseToken, response, {
         principal: info.principal,
         traceId: traceId || info.traceId,
         causationId,
@@ -71,8 +71,8 @@ export function idempotencyService(
       return { record: recordToWire(record), eventId };
     },
 
-    abandon(req) {
-      ledger.abandon(validateAbandon(req));
+    async abandon(req) {
+      await ledger.abandon(validateAbandon(req));
       return {};
     },
 

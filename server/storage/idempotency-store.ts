@@ -113,6 +113,11 @@ export class IdempotencyStore {
     return this.db.transaction(fn).immediate();
   }
 
+  /** Runs `fn` in a savepoint of the current transaction: a throw undoes only what `fn` wrote. */
+  savepoint<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
   get(scope: string, key: string): IdempotencyRow | undefined {
     const row = this.byKey.get(scope, key);
     return row === undefined ? undefined : fromRow(row);
