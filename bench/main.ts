@@ -5,6 +5,7 @@
 import { cpus } from "node:os";
 import { auditBench } from "./audit-bench.ts";
 import { breakerBench } from "./breaker-bench.ts";
+import { deferredBench } from "./deferred-bench.ts";
 import { guardedCallBench } from "./guarded-call-bench.ts";
 import { idempotencyBench } from "./idempotency-bench.ts";
 
@@ -14,4 +15,5 @@ process.stdout.write(
 await guardedCallBench();
 await breakerBench();
 await auditBench();
+await deferredBench();
 await idempotencyBench();

@@ -23,6 +23,14 @@ import {
   ListBreakersResponseSchema,
   ListTransitionsResponseSchema,
 } from "../gen/bulwark/v1/breaker_pb.ts";
+import {
+  DeadLetterService,
+  DeadLetterStatus,
+  GetDeadLetterResponseSchema,
+  ListDeadLettersResponseSchema,
+  ReplayDeadLetterResponseSchema,
+  ResolveDeadLetterResponseSchema,
+} from "../gen/bulwark/v1/dead_letter_pb.ts";
 import { PolicySchema, PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 
 const DEFAULT_URL = "http://127.0.0.1:50051";
@@ -36,6 +44,8 @@ Commands:
   breaker list | get DEP [--service S] | transitions [DEP]
   breaker force DEP forced-open|disabled|metrics-only|reset --reason TEXT [--service S]
   audit verify | trace TRACE_ID | query [--trace T] [--aggregate A] [--type E] [--limit N]
+  dlq list [DEP] [--status open|replayed|resolved] [--trace T] [--limit N] | get LETTER_ID
+  dlq replay LETTER_ID [--force] | resolve LETTER_ID --reason TEXT
 Options:
   --url URL     control plane (env BULWARK_URL; default ${DEFAULT_URL})
   --token T     bearer token (env BULWARK_TOKEN)
@@ -93,6 +103,8 @@ async function main(argv: string[]): Promise<void> {
       aggregate: { type: "string" },
       type: { type: "string" },
       limit: { type: "string" },
+      status: { type: "string" },
+      force: { type: "boolean" },
       help: { type: "boolean" },
     },
   });
@@ -132,11 +144,21 @@ async function main(argv: string[]): Promise<void> {
   const policies = createClient(PolicyService, transport);
   const breakers = createClient(BreakerService, transport);
   const audit = createClient(AuditService, transport);
+  const letters = createClient(DeadLetterService, transport);
   const [group, command, ...args] = positionals;
   const arg = (name: string) => {
     const value = args[0];
     if (value === undefined) throw new UsageError(`${group} ${command} needs ${name}`);
     return value;
+  };
+
+  const limit = () => {
+    if (values.limit === undefined) return 100;
+    const n = Number(values.limit);
+    if (!/^\d+$/.test(values.limit) || n < 1 || n > 1_000) {
+      throw new UsageError(`--limit must be an integer in [1, 1000]; got "${values.limit}"`);
+    }
+    return n;
   };
 
   switch (`${group} ${command ?? ""}`.trim()) {
@@ -221,18 +243,11 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case "audit query": {
-      let limit = 100;
-      if (values.limit !== undefined) {
-        limit = Number(values.limit);
-        if (!/^\d+$/.test(values.limit) || limit < 1 || limit > 1_000) {
-          throw new UsageError(`--limit must be an integer in [1, 1000]; got "${values.limit}"`);
-        }
-      }
       const res = await audit.query({
         traceId: values.trace ?? "",
         aggregateId: values.aggregate ?? "",
         eventType: values.type ?? "",
-        limit,
+        limit: limit(),
       });
       print(QueryResponseSchema, res);
       return;
@@ -240,6 +255,49 @@ async function main(argv: string[]): Promise<void> {
     case "audit trace":
       print(TraceResponseSchema, await audit.trace({ traceId: arg("TRACE_ID") }));
       return;
+    case "dlq list": {
+      const statuses: Record<string, DeadLetterStatus> = {
+        open: DeadLetterStatus.OPEN,
+        replayed: DeadLetterStatus.REPLAYED,
+        resolved: DeadLetterStatus.RESOLVED,
+      };
+      const status = values.status === undefined ? undefined : statuses[values.status];
+      if (values.status !== undefined && status === undefined) {
+        throw new UsageError(`--status must be open, replayed or resolved; got "${values.status}"`);
+      }
+      const res = await letters.listDeadLetters({
+        dependency: args[0] ?? "",
+        status: status ?? DeadLetterStatus.UNSPECIFIED,
+        traceId: values.trace ?? "",
+        limit: limit(),
+      });
+      print(ListDeadLettersResponseSchema, res);
+      return;
+    }
+    case "dlq get":
+      print(
+        GetDeadLetterResponseSchema,
+        await letters.getDeadLetter({ letterId: arg("LETTER_ID") }),
+      );
+      return;
+    case "dlq replay":
+      print(
+        ReplayDeadLetterResponseSchema,
+        await letters.replayDeadLetter({
+          letterId: arg("LETTER_ID"),
+          force: values.force ?? false,
+        }),
+      );
+      return;
+    case "dlq resolve": {
+      const letterId = arg("LETTER_ID");
+      if (values.reason === undefined) throw new UsageError("dlq resolve needs --reason TEXT");
+      print(
+        ResolveDeadLetterResponseSchema,
+        await letters.resolveDeadLetter({ letterId, reason: values.reason }),
+      );
+      return;
+    }
     default:
       throw new UsageError(`unknown command "${positionals.join(" ")}"; see --help`);
   }

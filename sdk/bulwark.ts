@@ -1,4 +1,8 @@
 import { ControlPlane } from "./control-plane.ts";
+import { deferrableCall } from "./deferred/deferrable-call.ts";
+import { DeferredWork } from "./deferred/deferred-work.ts";
+import type { EnqueueOptions, JobPayload } from "./deferred/job-queue.ts";
+import type { JobHandler, JobWorker, WorkerOptions } from "./deferred/job-worker.ts";
 import { type BulwarkEventListener, EventEmitter } from "./events.ts";
 import {
   type FleetEvent,
@@ -19,6 +23,7 @@ import { createGuardedFetch, type GuardedFetchOptions } from "./guarded-fetch.ts
 import { idempotentCall, type OnceContext, type OnceOptions, once } from "./idempotent-call.ts";
 import { NatsLink } from "./nats-link.ts";
 import { type BulwarkOptions, normalizeOptions } from "./options.ts";
+import { newTraceId } from "./trace.ts";
 
 /** A Bulwark client: one per service instance. */
 export interface Bulwark {
@@ -49,6 +54,18 @@ export interface Bulwark {
   once<T>(key: string, fn: (ctx: OnceContext) => Promise<T>, options?: OnceOptions): Promise<T>;
   /** A fetch whose requests are guarded calls to `dependency`. */
   fetch(dependency: string, options?: GuardedFetchOptions): typeof globalThis.fetch;
+  /**
+   * Queues a job for `dependency`'s workers and returns its id. Refuses a payload over the
+   * policy's queue.max_payload_bytes (PayloadTooLargeError), a dependency without a policy
+   * (PolicyNotFoundError), and fails with QueueUnavailableError without NATS or
+   * QueueFullError when the queue holds queue.max_jobs.
+   */
+  enqueue(dependency: string, payload: JobPayload, options?: EnqueueOptions): Promise<string>;
+  /**
+   * Starts a worker that runs `handler` for `dependency`'s queued jobs, each as a guarded call,
+   * and pauses while the dependency's breaker is open. Needs the `nats` option.
+   */
+  worker(dependency: string, handler: JobHandler, options?: WorkerOptions): JobWorker;
   /** Subscribes to the SDK's typed events; returns the unsubscribe function. */
   on(listener: BulwarkEventListener): () => void;
   /**
@@ -108,7 +125,7 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
   });
   // Ends every watch() iterator when the client closes.
   const closing = new AbortController();
-  const execute = <T>(
+  const guarded = <T>(
     dependency: string,
     fn: (ctx: AttemptContext) => Promise<T>,
     callOptions: CallOptions<T> = {},
@@ -116,17 +133,39 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
     callOptions.idempotencyKey === undefined
       ? guardedCall(cp, events, config.service, dependency, fn, callOptions)
       : idempotentCall(cp, events, config.service, dependency, fn, callOptions);
+  const deferred = new DeferredWork(nats, cp, events, config.service, guarded, (key, fn, o) =>
+    once(cp, events, config.service, key, fn, o),
+  );
+  const execute = <T>(
+    dependency: string,
+    fn: (ctx: AttemptContext) => Promise<T>,
+    callOptions: CallOptions<T> = {},
+  ): Promise<CallResult<T>> => {
+    const defer = callOptions.deferrable;
+    if (defer === undefined) return guarded(dependency, fn, callOptions);
+    // One trace for the call and the job it may become, and the call's key for the job.
+    const traceId = callOptions.traceId ?? newTraceId();
+    const idempotencyKey = defer.idempotencyKey ?? callOptions.idempotencyKey;
+    return deferrableCall(
+      dependency,
+      () => guarded(dependency, fn, { ...callOptions, traceId }),
+      idempotencyKey === undefined ? defer : { ...defer, idempotencyKey },
+      traceId,
+      (dep, payload, options) => deferred.enqueue(dep, payload, options),
+      callOptions.discardValue,
+    );
+  };
   return {
     service: config.service,
     execute,
     call: (dependency, fn, callOptions = {}) =>
-      callOptions.idempotencyKey === undefined
+      callOptions.idempotencyKey === undefined && callOptions.deferrable === undefined
         ? guardedValue(cp, events, config.service, dependency, fn, callOptions)
-        : idempotentCall(cp, events, config.service, dependency, fn, callOptions).then(
-            (result) => result.value,
-          ),
+        : execute(dependency, fn, callOptions).then((result) => result.value),
     once: (key, fn, onceOptions) => once(cp, events, config.service, key, fn, onceOptions),
     fetch: (dependency, fetchOptions) => createGuardedFetch(execute, dependency, fetchOptions),
+    enqueue: (dependency, payload, options) => deferred.enqueue(dependency, payload, options),
+    worker: (dependency, handler, options) => deferred.worker(dependency, handler, options),
     on: (listener) => events.on(listener),
     subscribe: (listener, subscribeOptions) => subscribeFleet(cp.state, listener, subscribeOptions),
     watch: (watchOptions) =>
@@ -150,6 +189,7 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
     flush: () => cp.reporter.settle(),
     async close() {
       closing.abort();
+      await deferred.close();
       await cp.close();
       await nats?.close();
     },

@@ -1,3 +1,4 @@
+import { isPermanentJobError } from "./deferred/permanent-job-error.ts";
 import { retryAfterMsFromHeaders } from "./retry-after.ts";
 
 /** The result kinds of DESIGN §4, as reported to the control plane. */
@@ -101,6 +102,16 @@ function codeOf(err: unknown): string | undefined {
  * transient failures; anything else is a non-retryable failure of unknown kind.
  */
 export function classifyError(err: unknown, nowMs = Date.now()): Classification {
+  // A job the handler declared unprocessable is its own error, not the dependency's.
+  if (isPermanentJobError(err)) {
+    return {
+      result: "ignored",
+      retryable: false,
+      errorType: "permanent",
+      statusCode: 0,
+      retryAfterMs: undefined,
+    };
+  }
   const status = (err as { status?: unknown } | null)?.status;
   if (typeof status === "number" && status >= 100 && status <= 599) {
     const headers = (err as { headers?: unknown }).headers;

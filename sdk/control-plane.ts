@@ -1,4 +1,4 @@
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AcquireDecision, BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
 import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
@@ -83,6 +83,8 @@ export class ControlPlane {
   private readonly policies = new Map<string, CachedPolicy>();
   /** Per dependency, until when the server's last answer said the breaker rejects. */
   private readonly lastRejectUntil = new Map<string, number>();
+  /** The authenticated transport, for the SDK's other clients (dead letters, Watch). */
+  readonly transport: Transport;
   /** The idempotency ledger's client (used by ./idempotency-ledger.ts). */
   readonly idempotency: Client<typeof IdempotencyService>;
   /** Headers every control-plane call carries. */
@@ -122,6 +124,7 @@ export class ControlPlane {
               ],
       });
     this.closeTransport = () => grpcJs?.close();
+    this.transport = transport;
     this.policyClient = createClient(PolicyService, transport);
     this.breakerClient = createClient(BreakerService, transport);
     this.idempotency = createClient(IdempotencyService, transport);

@@ -14,7 +14,11 @@ export type BulwarkErrorCode =
   | "control_plane"
   | "idempotency_conflict"
   | "idempotency_in_progress"
-  | "idempotency_unavailable";
+  | "idempotency_unavailable"
+  | "payload_too_large"
+  | "queue_unavailable"
+  | "queue_full"
+  | "call_deferred";
 
 export class BulwarkError extends Error {
   readonly [BRAND] = true;
@@ -149,6 +153,60 @@ export class IdempotencyUnavailableError extends BulwarkError {
   }
 }
 
+/** A job's payload is larger than the dependency's policy allows (queue.max_payload_bytes). */
+export class PayloadTooLargeError extends BulwarkError {
+  override readonly name = "PayloadTooLargeError";
+  constructor(
+    readonly dependency: string,
+    readonly payloadBytes: number,
+    readonly maxPayloadBytes: number,
+  ) {
+    super(
+      "payload_too_large",
+      `job payload for ${dependency} is ${payloadBytes} bytes; its policy allows at most ${maxPayloadBytes}`,
+    );
+  }
+}
+
+/** The work queue cannot be reached (no `nats` option, NATS down, or no answer in time). */
+export class QueueUnavailableError extends BulwarkError {
+  override readonly name = "QueueUnavailableError";
+  constructor(
+    readonly dependency: string,
+    message: string,
+    cause?: unknown,
+  ) {
+    super("queue_unavailable", `work queue of ${dependency} unavailable: ${message}`, { cause });
+  }
+}
+
+/** The work queue holds queue.max_jobs jobs already and refuses more. */
+export class QueueFullError extends BulwarkError {
+  override readonly name = "QueueFullError";
+  constructor(
+    readonly dependency: string,
+    cause?: unknown,
+  ) {
+    super("queue_full", `work queue of ${dependency} is full`, { cause });
+  }
+}
+
+/**
+ * A `deferrable` call could not be made now (breaker open, retries exhausted or deadline) and
+ * was queued instead: a worker of the dependency will run it. `cause` is why it was deferred.
+ */
+export class CallDeferredError extends BulwarkError {
+  override readonly name = "CallDeferredError";
+  constructor(
+    readonly dependency: string,
+    /** The id of the queued job. */
+    readonly jobId: string,
+    cause: BulwarkError,
+  ) {
+    super("call_deferred", `call to ${dependency} was deferred as job ${jobId}`, { cause });
+  }
+}
+
 function guard<T extends BulwarkError>(code: BulwarkErrorCode) {
   return (value: unknown): value is T =>
     typeof value === "object" &&
@@ -175,3 +233,7 @@ export const isIdempotencyInProgressError =
   guard<IdempotencyInProgressError>("idempotency_in_progress");
 export const isIdempotencyUnavailableError =
   guard<IdempotencyUnavailableError>("idempotency_unavailable");
+export const isPayloadTooLargeError = guard<PayloadTooLargeError>("payload_too_large");
+export const isQueueUnavailableError = guard<QueueUnavailableError>("queue_unavailable");
+export const isQueueFullError = guard<QueueFullError>("queue_full");
+export const isCallDeferredError = guard<CallDeferredError>("call_deferred");

@@ -94,13 +94,52 @@ export type BulwarkEventBody =
       leaseExpiresAtMs?: number;
       /** With "not-stored" and "unavailable": why. */
       error?: string;
-    };
+    }
+  | JobEvent
+  | WorkerEvent;
 
 /**
  * Everything the SDK has to say, as typed events instead of log lines. Listening costs nothing
  * when nobody listens.
  */
 export type BulwarkEvent = EventEnvelope & BulwarkEventBody;
+
+/** What happened to one deferred job. */
+export type JobEvent = {
+  type: "job";
+  dependency: string;
+  jobId: string;
+  traceId: string;
+  /** Deliveries of the job so far (1 for the first); 0 for `enqueued`. */
+  delivery: number;
+} & (
+  | { status: "enqueued" | "started" | "succeeded" }
+  /** The handler failed transiently; JetStream redelivers the job after `delayMs`. */
+  | { status: "retrying"; delayMs: number; errorType: string; error: string }
+  /** The breaker rejected the job's call; it waits for the breaker without using a delivery. */
+  | { status: "held"; retryAtMs: number }
+  | {
+      status: "dead-lettered";
+      letterId: string;
+      reason: "max-deliveries" | "permanent";
+      errorType: string;
+      error: string;
+    }
+  /** Moving the job to the dead-letter stream or recording it failed; it is tried again later. */
+  | { status: "dead-letter-failed"; error: string }
+);
+
+/** A worker's lifecycle. */
+export type WorkerEvent = {
+  type: "worker";
+  dependency: string;
+} & (
+  | { status: "started" | "resumed" | "stopped" }
+  /** The dependency's breaker is open: the worker stops pulling until it closes. */
+  | { status: "paused"; openUntilMs: number }
+  /** Pulling failed (NATS away, stream missing); the worker tries again after `retryInMs`. */
+  | { status: "error"; error: string; retryInMs: number }
+);
 
 export type BulwarkEventListener = (event: BulwarkEvent) => void;
 

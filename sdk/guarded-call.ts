@@ -2,6 +2,7 @@ import { Attempt, CANCELLED, CallIds, REJECTED, reportAttempt, SUCCESS } from ".
 import { backoffMs } from "./backoff.ts";
 import { type Classification, classifyError } from "./classify.ts";
 import type { ControlPlane } from "./control-plane.ts";
+import type { DeferrableOptions } from "./deferred/deferrable-call.ts";
 import {
   AttemptTimeoutError,
   type BulwarkError,
@@ -53,6 +54,11 @@ export interface CallOptions<T> {
    */
   causationId?: string;
   /**
+   * Queue this payload for the dependency's workers when the call cannot be made now (breaker
+   * open, retries exhausted, deadline): see deferred/deferrable-call.ts for what the caller gets.
+   */
+  deferrable?: DeferrableOptions;
+  /**
    * Runs the call at most once per key across the fleet (1-255 bytes): a later call with the
    * same key and request gets the stored result without calling the dependency. Retries of this
    * call reuse the key. See IdempotencyOptions and README, "Idempotency".
@@ -71,6 +77,8 @@ export interface CallResult<T> {
   traceId: string;
   /** Why the call degraded. */
   error?: BulwarkError;
+  /** The job a deferrable call was queued as, when it was. */
+  deferredJobId?: string;
   /** The value is the stored result of an earlier call with the same idempotency key. */
   replayed?: boolean;
   /** The event_id of the attempt that produced the value, when an attempt did. */

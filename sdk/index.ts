@@ -4,10 +4,23 @@
  */
 export { type Bulwark, createBulwark } from "./bulwark.ts";
 export type { AttemptResult, Classification } from "./classify.ts";
+export type { BreakerGate } from "./deferred/breaker-gate.ts";
+export type { DeferrableOptions } from "./deferred/deferrable-call.ts";
+export type { Job } from "./deferred/job-message.ts";
+export type { EnqueueOptions, JobPayload } from "./deferred/job-queue.ts";
+export {
+  DEFAULT_WORKER_CONCURRENCY,
+  type JobHandler,
+  type JobWorker,
+  type WorkerOptions,
+  type WorkerState,
+} from "./deferred/job-worker.ts";
+export { isPermanentJobError, PermanentJobError } from "./deferred/permanent-job-error.ts";
 export {
   AttemptTimeoutError,
   BulwarkError,
   type BulwarkErrorCode,
+  CallDeferredError,
   CircuitOpenError,
   ControlPlaneError,
   DeadlineExceededError,
@@ -16,15 +29,22 @@ export {
   IdempotencyUnavailableError,
   isAttemptTimeoutError,
   isBulwarkError,
+  isCallDeferredError,
   isCircuitOpenError,
   isControlPlaneError,
   isDeadlineExceededError,
   isIdempotencyConflictError,
   isIdempotencyInProgressError,
   isIdempotencyUnavailableError,
+  isPayloadTooLargeError,
   isPolicyNotFoundError,
+  isQueueFullError,
+  isQueueUnavailableError,
   isRetriesExhaustedError,
+  PayloadTooLargeError,
   PolicyNotFoundError,
+  QueueFullError,
+  QueueUnavailableError,
   RetriesExhaustedError,
 } from "./errors.ts";
 export type {
@@ -32,6 +52,8 @@ export type {
   BulwarkEventListener,
   EventEnvelope,
   IdempotencyStatus,
+  JobEvent,
+  WorkerEvent,
 } from "./events.ts";
 export {
   type BreakerStateEvent,

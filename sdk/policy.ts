@@ -12,6 +12,55 @@ export interface RetryPolicy {
   maxRetryAfterMs: number;
 }
 
+/** How deferrable work for a dependency is queued and retried by workers (DESIGN §6). */
+export interface QueuePolicy {
+  /** Deliveries of one job before it is dead-lettered. */
+  maxDeliveries: number;
+  /** First redelivery delay after a transient failure, in milliseconds. */
+  workerInitialBackoffMs: number;
+  /** Cap of the redelivery delay, in milliseconds. */
+  workerMaxBackoffMs: number;
+  /** Longest a job may wait in the queue, in milliseconds. */
+  maxAgeMs: number;
+  /** Jobs the queue holds at most; further enqueues are refused. */
+  maxJobs: number;
+  /** Largest job payload, in bytes. */
+  maxPayloadBytes: number;
+  /** Time a worker may hold a job before JetStream redelivers it, in milliseconds. */
+  ackWaitMs: number;
+}
+
+/** Five deliveries ride out a short outage without holding a doomed job for long. */
+export const DEFAULT_MAX_DELIVERIES = 5;
+/** A second lets a blip pass before the job is tried again. */
+export const DEFAULT_WORKER_INITIAL_BACKOFF_MS = 1_000;
+/** Deferred work is not interactive: a minute between late deliveries spares the dependency. */
+export const DEFAULT_WORKER_MAX_BACKOFF_MS = 60_000;
+/** A week covers a long weekend's outage of a dependency. */
+export const DEFAULT_QUEUE_MAX_AGE_MS = 7 * 86_400_000;
+/** Bounds the disk one dependency's backlog may take. */
+export const DEFAULT_QUEUE_MAX_JOBS = 100_000;
+/** A job is a request to make, not a document: 64 KiB holds any reasonable API request. */
+export const DEFAULT_QUEUE_MAX_PAYLOAD_BYTES = 65_536;
+/** Longer than the longest sensible job, so a slow job is not handed to a second worker. */
+export const DEFAULT_QUEUE_ACK_WAIT_MS = 30_000;
+
+/** The queue settings of the proto's documented defaults, for fields the server left unset. */
+function queuePolicyFromWire(q: Policy["queue"]): QueuePolicy {
+  const maxDeliveries = q?.maxDeliveries ?? DEFAULT_MAX_DELIVERIES;
+  const workerInitialBackoffMs = q?.workerInitialBackoffMs ?? DEFAULT_WORKER_INITIAL_BACKOFF_MS;
+  return {
+    maxDeliveries,
+    workerInitialBackoffMs,
+    workerMaxBackoffMs:
+      q?.workerMaxBackoffMs ?? Math.max(DEFAULT_WORKER_MAX_BACKOFF_MS, workerInitialBackoffMs),
+    maxAgeMs: q?.maxAgeMs === undefined ? DEFAULT_QUEUE_MAX_AGE_MS : Number(q.maxAgeMs),
+    maxJobs: q?.maxJobs ?? DEFAULT_QUEUE_MAX_JOBS,
+    maxPayloadBytes: q?.maxPayloadBytes ?? DEFAULT_QUEUE_MAX_PAYLOAD_BYTES,
+    ackWaitMs: q?.ackWaitMs ?? DEFAULT_QUEUE_ACK_WAIT_MS,
+  };
+}
+
 /** What the SDK needs of a dependency's policy to run a call. */
 export interface CallPolicy {
   dependency: string;
@@ -19,6 +68,7 @@ export interface CallPolicy {
   timeoutMs: number;
   deadlineMs: number;
   retry: RetryPolicy;
+  queue: QueuePolicy;
   /** True for the SDK's built-in policy, used while the control plane cannot be reached. */
   local: boolean;
 }
@@ -42,6 +92,7 @@ export function localPolicy(dependency: string): CallPolicy {
       jitter: "full",
       maxRetryAfterMs: 30_000,
     },
+    queue: queuePolicyFromWire(undefined),
     local: true,
   };
 }
@@ -69,6 +120,7 @@ export function callPolicyFromWire(p: Policy): CallPolicy {
       jitter: JITTER[r?.jitter ?? Jitter.FULL] ?? "full",
       maxRetryAfterMs: r?.maxRetryAfterMs ?? fallback.retry.maxRetryAfterMs,
     },
+    queue: queuePolicyFromWire(p.queue),
     local: false,
   };
 }

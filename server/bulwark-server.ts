@@ -2,25 +2,30 @@ import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { AuditService } from "../gen/bulwark/v1/audit_pb.ts";
 import { BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
+import { DeadLetterService } from "../gen/bulwark/v1/dead_letter_pb.ts";
 import { IdempotencyService } from "../gen/bulwark/v1/idempotency_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import { Health } from "../gen/grpc/health/v1/health_pb.ts";
 import { canonicalJson, payloadHash } from "./audit/audit-chain.ts";
-import { AuditLog } from "./audit/audit-log.ts";
+import { AuditLog, SERVER_PRODUCER } from "./audit/audit-log.ts";
 import { AuditMirror } from "./audit/audit-mirror.ts";
 import { AuditStore } from "./audit/audit-store.ts";
 import { isLoopback } from "./config.ts";
 import { AlertMonitor } from "./domain/alert-monitor.ts";
 import { BreakerRegistry } from "./domain/breaker-registry.ts";
 import type { BurnRateOptions } from "./domain/burn-rate-alerts.ts";
+import { type DeadLetterAuditEntry, DeadLetterRegistry } from "./domain/dead-letter-registry.ts";
 import { type Completion, IdempotencyLedger } from "./domain/idempotency-ledger.ts";
 import { PolicyRegistry } from "./domain/policy-registry.ts";
 import { EventHub } from "./events/event-hub.ts";
+import { NatsJobRequeue } from "./events/job-requeue.ts";
 import { NatsPublisher } from "./events/nats-publisher.ts";
+import { registerDeadLetterMetrics } from "./observability/dead-letter-metrics.ts";
 import { type HttpEndpoints, startHttpEndpoints } from "./observability/http-endpoints.ts";
 import { ServerMetrics } from "./observability/metrics.ts";
 import { auditService } from "./rpc/audit-service.ts";
 import { breakerService, type DataPathObservers } from "./rpc/breaker-service.ts";
+import { deadLetterService } from "./rpc/dead-letter-service.ts";
 import { healthService } from "./rpc/health-service.ts";
 import { idempotencyService } from "./rpc/idempotency-service.ts";
 import { policyService } from "./rpc/policy-service.ts";
@@ -28,6 +33,7 @@ import { RpcBoundary } from "./rpc/rpc-boundary.ts";
 import type { TokenRegistry } from "./security/token-registry.ts";
 import { BreakerStore } from "./storage/breaker-store.ts";
 import { openDatabase } from "./storage/database.ts";
+import { DeadLetterStore } from "./storage/dead-letter-store.ts";
 import { IdempotencyStore } from "./storage/idempotency-store.ts";
 import { PolicyStore } from "./storage/policy-store.ts";
 import { claimDatabase } from "./storage/server-lock.ts";
@@ -117,6 +123,18 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
       logger.error({ err, eventId: event.eventId, kind: event.kind }, "audit append failed");
     }
   });
+  const deadLetters = new DeadLetterRegistry(
+    new DeadLetterStore(db),
+    nats === undefined ? undefined : new NatsJobRequeue(nats),
+    (entry) => {
+      try {
+        audit.append([deadLetterAuditInput(entry)], entry.principal);
+      } catch (err) {
+        logger.error({ err, eventId: entry.eventId, kind: entry.eventType }, "audit append failed");
+      }
+    },
+    clock,
+  );
   const ledger = new IdempotencyLedger(new IdempotencyStore(db), clock, logger, (completions) =>
     auditCompletions(audit, completions),
   );
@@ -125,6 +143,12 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
     breakers: () => breakers.list(),
     processMetrics: options.metrics !== undefined,
   });
+  registerDeadLetterMetrics(
+    metrics.registry,
+    () => deadLetters.counts(),
+    () => policies.list().map((p) => p.dependency),
+    nats,
+  );
   const unsubscribeMetrics = hub.subscribe((event) => {
     if (event.kind === "breaker-transition") {
       metrics.recordTransition(event.transition.dependency, event.transition.to);
@@ -187,6 +211,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
           breakerService(breakers, policies, hub, shutdown.signal, observers),
         );
         router.service(AuditService, auditService(audit));
+        router.service(DeadLetterService, deadLetterService(deadLetters));
         router.service(
           IdempotencyService,
           idempotencyService(ledger, (outcome) => metrics.recordIdempotencyBegin(outcome)),
@@ -198,6 +223,7 @@ export async function startServer(options: ServerOptions): Promise<BulwarkServer
               PolicyService.typeName,
               BreakerService.typeName,
               AuditService.typeName,
+              DeadLetterService.typeName,
               IdempotencyService.typeName,
             ],
             shutdown.signal,
@@ -257,6 +283,23 @@ export function defaultAuditPath(dbPath: string): string {
   const dot = dbPath.lastIndexOf(".");
   const slash = dbPath.lastIndexOf("/");
   return dot > slash + 1 ? `${dbPath.slice(0, dot)}.audit${dbPath.slice(dot)}` : `${dbPath}.audit`;
+}
+
+/**
+ * The audit record of one step of a dead letter: keyed by the letter, in the job's trace, with
+ * the letter as it stands after the step (its payload only as the hash).
+ */
+function deadLetterAuditInput(entry: DeadLetterAuditEntry) {
+  const { payload: _payload, ...letter } = entry.letter;
+  return {
+    eventId: entry.eventId,
+    eventType: entry.eventType,
+    aggregateId: letter.letterId,
+    payload: Buffer.from(canonicalJson({ ...letter, requestTraceId: entry.requestTraceId })),
+    producer: SERVER_PRODUCER,
+    traceId: letter.traceId,
+    causationId: letter.causationId,
+  };
 }
 
 /** Longest aggregate id of an audit record (the Append rule); longer ledger keys are cut. */

@@ -2,8 +2,11 @@ import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DeadLetterReason, DeadLetterService } from "../gen/bulwark/v1/dead_letter_pb.ts";
 import { type BulwarkServer, startServer } from "../server/bulwark-server.ts";
 import { hashToken, TokenRegistry } from "../server/security/token-registry.ts";
 import { ROOT, tempDir } from "./harness.ts";
@@ -42,6 +45,54 @@ function cli(args: string[], env: Record<string, string> = {}) {
 }
 
 describe("bulwark CLI", () => {
+  it("lists, shows and resolves dead letters; a replay without NATS names why it cannot", async () => {
+    const transport = createGrpcTransport({
+      baseUrl: server.url,
+      interceptors: [
+        (next) => (req) => {
+          req.header.set("authorization", `Bearer ${ADMIN}`);
+          return next(req);
+        },
+      ],
+    });
+    await createClient(DeadLetterService, transport).recordDeadLetter({
+      letter: {
+        letterId: "dl-cli-1",
+        dependency: "cli.jobs",
+        jobId: "cli-job",
+        reason: DeadLetterReason.PERMANENT,
+        payload: new TextEncoder().encode("{}"),
+        lastError: "refused",
+      },
+    });
+    const listed = await cli(["dlq", "list", "cli.jobs", "--status", "open"], {
+      BULWARK_TOKEN: READER,
+    });
+    expect(JSON.parse(listed.stdout).letters).toMatchObject([
+      { letterId: "dl-cli-1", lastError: "refused", status: "DEAD_LETTER_STATUS_OPEN" },
+    ]);
+    const got = await cli(["dlq", "get", "dl-cli-1"], { BULWARK_TOKEN: READER });
+    expect(JSON.parse(got.stdout).letter.payload).toBe("e30=");
+    const replay = await cli(["dlq", "replay", "dl-cli-1"], { BULWARK_TOKEN: ADMIN });
+    expect(replay.code).toBe(1);
+    expect(replay.stderr).toContain("FailedPrecondition: replay needs NATS");
+    const denied = await cli(["dlq", "resolve", "dl-cli-1", "--reason", "x"], {
+      BULWARK_TOKEN: READER,
+    });
+    expect(denied.stderr).toContain("PermissionDenied");
+    const resolved = await cli(["dlq", "resolve", "dl-cli-1", "--reason", "refunded by hand"], {
+      BULWARK_TOKEN: ADMIN,
+    });
+    expect(JSON.parse(resolved.stdout).letter).toMatchObject({
+      status: "DEAD_LETTER_STATUS_RESOLVED",
+      resolution: "refunded by hand",
+      resolvedBy: "ops",
+    });
+    const bad = await cli(["dlq", "list", "--status", "lost"], { BULWARK_TOKEN: READER });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--status must be open, replayed or resolved");
+  });
+
   it("applies the example policy file with a token and lists it", async () => {
     const applied = await cli(["policy", "apply", "examples/policies/openai.yaml"], {
       BULWARK_TOKEN: ADMIN,

@@ -43,6 +43,14 @@ import {
 } from "../gen/bulwark/v1/breaker_pb.ts";
 import { BreakerState, type BreakerTransition } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import {
+  DeadLetterService,
+  type GetDeadLetterRequestSchema,
+  type ListDeadLettersRequestSchema,
+  type RecordDeadLetterRequestSchema,
+  type ReplayDeadLetterRequestSchema,
+  type ResolveDeadLetterRequestSchema,
+} from "../gen/bulwark/v1/dead_letter_pb.ts";
+import {
   type AbandonRequestSchema,
   type BeginRequestSchema,
   type CompleteRequestSchema,
@@ -110,6 +118,7 @@ const REUSED_IDS = ["7d444840-9dc0-11d1-b245-5ffdce74fad2", "not-a-uuid"];
 let server: Awaited<ReturnType<typeof startTestServer>>;
 let rpc: Clients;
 let health: ReturnType<typeof createClient<typeof Health>>;
+let letters: ReturnType<typeof createClient<typeof DeadLetterService>>;
 let ledger: ReturnType<typeof createClient<typeof IdempotencyService>>;
 
 /** (Re)stores the pooled policies: fuzzed Puts and Deletes change or remove them. */
@@ -124,6 +133,7 @@ beforeAll(async () => {
   server = await startTestServer();
   rpc = clientsFor(server.url, "fuzzer");
   health = createClient(Health, createGrpcTransport({ baseUrl: server.url }));
+  letters = createClient(DeadLetterService, createGrpcTransport({ baseUrl: server.url }));
   ledger = createClient(IdempotencyService, createGrpcTransport({ baseUrl: server.url }));
   await seedPolicies();
 });
@@ -516,6 +526,94 @@ const getRecord: fc.Arbitrary<Init<typeof GetRecordRequestSchema>> = fc.record({
 });
 const empty = fc.constant({});
 
+/** Dead letters recorded by clean Records, so Get, Replay and Resolve meet stored ones. */
+const LETTER_IDS = ["dl-fuzz-1", "dl-fuzz-2", "dl-fuzz-3"];
+const letterId = fc.oneof(
+  { weight: 5, arbitrary: fc.constantFrom(...LETTER_IDS) },
+  { weight: 2, arbitrary: fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,30}$/) },
+  { weight: 3, arbitrary: hostileString },
+);
+const jobPayload = fc.oneof(
+  { weight: 9, arbitrary: smallPayload },
+  {
+    weight: 1,
+    arbitrary: fc
+      .constantFrom(1_048_575, 1_048_576, 1_048_577)
+      .map((n) => new Uint8Array(n).fill(7)),
+  },
+);
+/** A letter that passes validation. */
+const cleanLetter = fc.record({
+  letterId: fc.constantFrom(...LETTER_IDS),
+  dependency: fc.constantFrom(...POOL),
+  jobId: hex32,
+  reason: fc.integer({ min: 1, max: 2 }),
+  payload: smallPayload,
+  attempts: fc.integer({ min: 0, max: 10 }),
+  lastError: fc.string({ maxLength: 100 }),
+  errorType: fc.constantFrom("", "http_503"),
+  traceId: fc.constantFrom("", ...TRACES),
+  idempotencyKey: fc.constantFrom("", "order-1"),
+  enqueuedAtUnixMs: fc.bigInt({ min: 0n, max: MAX_SAFE }),
+  dlqSequence: fc.bigInt({ min: 0n, max: 1_000n }),
+});
+const hostileLetter = fc.record(
+  {
+    letterId,
+    dependency,
+    jobId: hostileString,
+    reason: enumUpTo(2),
+    status: fc.oneof(
+      { weight: 9, arbitrary: fc.constant(0) },
+      { weight: 1, arbitrary: enumUpTo(3) },
+    ),
+    payload: jobPayload,
+    attempts: int32In(0, 10),
+    lastError: hostileString,
+    errorType: shortHostile,
+    traceId,
+    causationId: shortHostile,
+    idempotencyKey: hostileString,
+    enqueuedAtUnixMs: anyInt64,
+    deadLetteredAtUnixMs: anyInt64,
+    dlqSequence: anyInt64,
+    replayOf: fc.oneof(fc.constant(""), letterId),
+    replayCount: fc.oneof(
+      { weight: 9, arbitrary: fc.constant(0) },
+      { weight: 1, arbitrary: anyInt32 },
+    ),
+    resolution: fc.oneof(
+      { weight: 9, arbitrary: fc.constant("") },
+      { weight: 1, arbitrary: shortHostile },
+    ),
+  },
+  { requiredKeys: [] },
+);
+const recordDeadLetter: fc.Arbitrary<Init<typeof RecordDeadLetterRequestSchema>> = fc.record(
+  {
+    letter: fc.option(fc.oneof(cleanLetter, hostileLetter), { nil: undefined, freq: 20 }),
+  },
+  { requiredKeys: [] },
+);
+const listDeadLetters: fc.Arbitrary<Init<typeof ListDeadLettersRequestSchema>> = fc.record({
+  dependency: fc.oneof(fc.constant(""), dependency),
+  status: enumUpTo(3),
+  traceId,
+  afterCursor: anyInt64,
+  limit: int32In(0, 1_000),
+});
+const getDeadLetter: fc.Arbitrary<Init<typeof GetDeadLetterRequestSchema>> = fc.record({
+  letterId,
+});
+const replayDeadLetter: fc.Arbitrary<Init<typeof ReplayDeadLetterRequestSchema>> = fc.record({
+  letterId,
+  force: fc.boolean(),
+});
+const resolveDeadLetter: fc.Arbitrary<Init<typeof ResolveDeadLetterRequestSchema>> = fc.record({
+  letterId,
+  reason: hostileString,
+});
+
 /** The well-typed request arbitrary of every method, by `package.Service/Method`. */
 const REQUESTS: Record<string, fc.Arbitrary<object>> = {
   "bulwark.v1.PolicyService/PutPolicy": putPolicy,
@@ -533,6 +631,11 @@ const REQUESTS: Record<string, fc.Arbitrary<object>> = {
   "bulwark.v1.AuditService/Query": query,
   "bulwark.v1.AuditService/Verify": empty,
   "bulwark.v1.AuditService/Trace": trace,
+  "bulwark.v1.DeadLetterService/RecordDeadLetter": recordDeadLetter,
+  "bulwark.v1.DeadLetterService/ListDeadLetters": listDeadLetters,
+  "bulwark.v1.DeadLetterService/GetDeadLetter": getDeadLetter,
+  "bulwark.v1.DeadLetterService/ReplayDeadLetter": replayDeadLetter,
+  "bulwark.v1.DeadLetterService/ResolveDeadLetter": resolveDeadLetter,
   "bulwark.v1.IdempotencyService/Begin": begin,
   "bulwark.v1.IdempotencyService/Complete": complete,
   "bulwark.v1.IdempotencyService/Abandon": abandon,
@@ -701,6 +804,37 @@ const DATA_PATH_CASES: RpcCase[] = [
     call: async (r, o) => {
       expect((await rpc.audit.verify(r, o)).valid).toBe(true);
     },
+  },
+  {
+    name: "DeadLetterService/RecordDeadLetter",
+    numRuns: 100,
+    arb: recordDeadLetter,
+    call: (r, o) => letters.recordDeadLetter(r, o),
+  },
+  {
+    name: "DeadLetterService/ListDeadLetters",
+    numRuns: 60,
+    arb: listDeadLetters,
+    call: (r, o) => letters.listDeadLetters(r, o),
+  },
+  {
+    name: "DeadLetterService/GetDeadLetter",
+    numRuns: 40,
+    arb: getDeadLetter,
+    call: (r, o) => letters.getDeadLetter(r, o),
+  },
+  {
+    // Without NATS, a stored letter's replay is FailedPrecondition: a specific answer.
+    name: "DeadLetterService/ReplayDeadLetter",
+    numRuns: 40,
+    arb: replayDeadLetter,
+    call: (r, o) => letters.replayDeadLetter(r, o),
+  },
+  {
+    name: "DeadLetterService/ResolveDeadLetter",
+    numRuns: 40,
+    arb: resolveDeadLetter,
+    call: (r, o) => letters.resolveDeadLetter(r, o),
   },
   {
     name: "IdempotencyService/Begin",
@@ -921,6 +1055,7 @@ const METHODS: DescMethod[] = [
   PolicyService,
   BreakerService,
   AuditService,
+  DeadLetterService,
   IdempotencyService,
   Health,
 ].flatMap((s: DescService) => s.methods);

@@ -9,6 +9,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditService } from "../gen/bulwark/v1/audit_pb.ts";
 import { BreakerService } from "../gen/bulwark/v1/breaker_pb.ts";
+import { DeadLetterService } from "../gen/bulwark/v1/dead_letter_pb.ts";
 import { IdempotencyService } from "../gen/bulwark/v1/idempotency_pb.ts";
 import { PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
 import { Health } from "../gen/grpc/health/v1/health_pb.ts";
@@ -107,6 +108,11 @@ const NEEDS: Record<string, "reader" | "service" | "admin"> = {
   Query: "reader",
   Verify: "reader",
   Trace: "reader",
+  RecordDeadLetter: "service",
+  ListDeadLetters: "reader",
+  GetDeadLetter: "reader",
+  ReplayDeadLetter: "admin",
+  ResolveDeadLetter: "admin",
   Begin: "service",
   Complete: "service",
   Abandon: "service",
@@ -115,7 +121,13 @@ const NEEDS: Record<string, "reader" | "service" | "admin"> = {
 const RANK = { reader: 0, service: 1, admin: 2 } as const;
 
 describe("authentication and roles", () => {
-  const services = [PolicyService, BreakerService, AuditService, IdempotencyService];
+  const services = [
+    PolicyService,
+    BreakerService,
+    AuditService,
+    IdempotencyService,
+    DeadLetterService,
+  ];
   const cases = services.flatMap((s) => s.methods.map((m) => [s, m.name] as const));
 
   it("covers every RPC of the contract", () => {

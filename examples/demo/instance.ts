@@ -46,9 +46,10 @@ bulwark.on((event) => {
       result: event.result,
     });
   } else if (
-    event.type !== "report-dropped" &&
-    event.type !== "event-source" &&
-    event.type !== "idempotency"
+    event.type === "retry" ||
+    event.type === "rejected" ||
+    event.type === "fallback" ||
+    event.type === "control-plane"
   ) {
     events.push({ atMs: Date.now(), type: event.type });
   }

@@ -33,3 +33,8 @@ export class ResourceExhaustedError extends Error {
 export class AlreadyExistsError extends Error {
   override readonly name = "AlreadyExistsError";
 }
+
+/** Something the request needs (NATS, for a replay) cannot be reached now; retrying may work. */
+export class UnavailableError extends Error {
+  override readonly name = "UnavailableError";
+}

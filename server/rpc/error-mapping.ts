@@ -5,6 +5,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   ResourceExhaustedError,
+  UnavailableError,
 } from "../domain/errors.ts";
 
 /** SQLite result codes better-sqlite3 puts on its errors that clients can act on. */
@@ -40,6 +41,9 @@ export function toConnectError(err: unknown): { error: ConnectError; internal: b
   }
   if (err instanceof ResourceExhaustedError) {
     return { error: new ConnectError(err.message, Code.ResourceExhausted), internal: false };
+  }
+  if (err instanceof UnavailableError) {
+    return { error: new ConnectError(err.message, Code.Unavailable), internal: false };
   }
   if (err instanceof Error) {
     const sqlite = fromSqlite(err);

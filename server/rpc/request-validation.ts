@@ -16,6 +16,13 @@ import {
 } from "../../gen/bulwark/v1/breaker_pb.ts";
 import { OutcomeResult } from "../../gen/bulwark/v1/breaker_types_pb.ts";
 import type {
+  GetDeadLetterRequest,
+  ListDeadLettersRequest,
+  RecordDeadLetterRequest,
+  ReplayDeadLetterRequest,
+  ResolveDeadLetterRequest,
+} from "../../gen/bulwark/v1/dead_letter_pb.ts";
+import type {
   AbandonRequest,
   BeginRequest,
   CompleteRequest,
@@ -30,6 +37,7 @@ import type { AppendInput } from "../audit/audit-log.ts";
 import type { AuditQuery } from "../audit/audit-store.ts";
 import type { CountedResult, ForceAction } from "../domain/breaker-engine.ts";
 import type { ReportedOutcome } from "../domain/breaker-registry.ts";
+import type { DeadLetterQuery, NewDeadLetter } from "../domain/dead-letter.ts";
 import { InvalidArgumentError } from "../domain/errors.ts";
 import {
   type BeginInput,
@@ -47,6 +55,7 @@ import {
 import { assertName, quoted } from "../domain/names.ts";
 import type { PolicySpec } from "../domain/policy.ts";
 import { normalizePolicy } from "../domain/policy-validation.ts";
+import { reasonFromWire, statusFromWire } from "../wire/dead-letter-convert.ts";
 
 /** Largest Report batch: bounds the work one request makes the server do in one turn. */
 export const MAX_REPORT_BATCH = 1_000;
@@ -408,4 +417,112 @@ export function validateAbandon(req: AbandonRequest): string {
 
 export function validateGetRecord(req: GetRecordRequest): { scope: string; key: string } {
   return { scope: idempotencyScope(req), key: idempotencyKey("key", req.key) };
+}
+
+/** A dead letter id: chosen by the worker, safe in logs and subjects. */
+const LETTER_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+/** Largest job payload a policy may allow (policy.queue.max_payload_bytes). */
+export const MAX_JOB_PAYLOAD_BYTES = 1_048_576;
+/** Length cap of a dead letter's last error: enough for a message and a short stack. */
+const MAX_ERROR_LENGTH = 4_096;
+/** Length cap of a resolution reason. */
+const MAX_RESOLUTION_LENGTH = 1_024;
+/** Deliveries a letter may name: far beyond max_deliveries, for jobs whose workers crashed. */
+const MAX_DELIVERY_COUNT = 1_000_000;
+
+function letterId(field: string, value: string, required: boolean): string {
+  if (value === "" && !required) return value;
+  if (!LETTER_ID.test(value)) {
+    throw new InvalidArgumentError(
+      field,
+      `must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit; got ${quoted(value)}`,
+    );
+  }
+  return value;
+}
+
+export function validateRecordDeadLetter(req: RecordDeadLetterRequest): NewDeadLetter {
+  const l = req.letter;
+  if (l === undefined) throw new InvalidArgumentError("letter", "is required");
+  assertName("letter.dependency", l.dependency);
+  if (l.jobId === "") throw new InvalidArgumentError("letter.job_id", "is required");
+  const reason = reasonFromWire(l.reason);
+  if (reason === undefined) {
+    throw new InvalidArgumentError("letter.reason", `must be a known reason; got ${l.reason}`);
+  }
+  if (l.payload.byteLength > MAX_JOB_PAYLOAD_BYTES) {
+    throw new InvalidArgumentError(
+      "letter.payload",
+      `must be at most ${MAX_JOB_PAYLOAD_BYTES} bytes; got ${l.payload.byteLength}`,
+    );
+  }
+  // Output-only fields: the server owns them.
+  const outputOnly: [string, boolean][] = [
+    ["letter.status", l.status !== 0],
+    ["letter.payload_hash", l.payloadHash !== ""],
+    ["letter.recorded_by", l.recordedBy !== ""],
+    ["letter.replay_count", l.replayCount !== 0],
+    ["letter.replayed_at_unix_ms", l.replayedAtUnixMs !== 0n],
+    ["letter.replayed_by", l.replayedBy !== ""],
+    ["letter.replay_job_id", l.replayJobId !== ""],
+    ["letter.resolved_at_unix_ms", l.resolvedAtUnixMs !== 0n],
+    ["letter.resolved_by", l.resolvedBy !== ""],
+    ["letter.resolution", l.resolution !== ""],
+  ];
+  for (const [field, set] of outputOnly) {
+    if (set) throw new InvalidArgumentError(field, "is output only and must be left unset");
+  }
+  return {
+    letterId: letterId("letter.letter_id", l.letterId, true),
+    dependency: l.dependency,
+    jobId: text("letter.job_id", l.jobId, MAX_ID_LENGTH),
+    reason,
+    payload: l.payload,
+    attempts: int("letter.attempts", l.attempts, 0, MAX_DELIVERY_COUNT),
+    lastError: text("letter.last_error", l.lastError, MAX_ERROR_LENGTH),
+    errorType: text("letter.error_type", l.errorType, MAX_ID_LENGTH),
+    traceId: traceId("letter.trace_id", l.traceId, false),
+    causationId: text("letter.causation_id", l.causationId, MAX_ID_LENGTH),
+    idempotencyKey:
+      l.idempotencyKey === "" ? "" : idempotencyKey("letter.idempotency_key", l.idempotencyKey),
+    enqueuedAtMs: count("letter.enqueued_at_unix_ms", l.enqueuedAtUnixMs),
+    deadLetteredAtMs: count("letter.dead_lettered_at_unix_ms", l.deadLetteredAtUnixMs),
+    dlqSequence: count("letter.dlq_sequence", l.dlqSequence),
+    replayOf: letterId("letter.replay_of", l.replayOf, false),
+  };
+}
+
+export function validateListDeadLetters(req: ListDeadLettersRequest): DeadLetterQuery {
+  if (req.dependency !== "") assertName("dependency", req.dependency);
+  const status = req.status === 0 ? undefined : statusFromWire(req.status);
+  if (req.status !== 0 && status === undefined) {
+    throw new InvalidArgumentError("status", `must be a known status; got ${req.status}`);
+  }
+  return {
+    dependency: req.dependency,
+    status,
+    traceId: traceId("trace_id", req.traceId, false),
+    afterCursor: count("after_cursor", req.afterCursor),
+    limit: pageLimit(req.limit),
+  };
+}
+
+export function validateGetDeadLetter(req: GetDeadLetterRequest): string {
+  return letterId("letter_id", req.letterId, true);
+}
+
+export function validateReplayDeadLetter(req: ReplayDeadLetterRequest): {
+  letterId: string;
+  force: boolean;
+} {
+  return { letterId: letterId("letter_id", req.letterId, true), force: req.force };
+}
+
+export function validateResolveDeadLetter(req: ResolveDeadLetterRequest): {
+  letterId: string;
+  reason: string;
+} {
+  const id = letterId("letter_id", req.letterId, true);
+  if (req.reason.trim() === "") throw new InvalidArgumentError("reason", "is required");
+  return { letterId: id, reason: text("reason", req.reason, MAX_RESOLUTION_LENGTH) };
 }

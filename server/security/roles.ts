@@ -1,7 +1,8 @@
 /**
  * Roles and what each may call (DESIGN §10). Readers see; services also act on the data path
- * (Acquire, Report, audit Append, idempotency Begin/Complete/Abandon); admins may do everything,
- * including changing policies and forcing breakers.
+ * (Acquire, Report, audit Append, idempotency Begin/Complete/Abandon, recording dead letters);
+ * admins may do everything, including changing policies, forcing breakers and replaying dead
+ * letters.
  */
 export type Role = "reader" | "service" | "admin";
 
@@ -36,6 +37,11 @@ const REQUIRED: Record<string, Role | "none"> = {
   "bulwark.v1.AuditService/Query": "reader",
   "bulwark.v1.AuditService/Verify": "reader",
   "bulwark.v1.AuditService/Trace": "reader",
+  "bulwark.v1.DeadLetterService/RecordDeadLetter": "service",
+  "bulwark.v1.DeadLetterService/ListDeadLetters": "reader",
+  "bulwark.v1.DeadLetterService/GetDeadLetter": "reader",
+  "bulwark.v1.DeadLetterService/ReplayDeadLetter": "admin",
+  "bulwark.v1.DeadLetterService/ResolveDeadLetter": "admin",
   "bulwark.v1.IdempotencyService/Begin": "service",
   "bulwark.v1.IdempotencyService/Complete": "service",
   "bulwark.v1.IdempotencyService/Abandon": "service",

@@ -79,4 +79,39 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX idempotency_by_expiry ON idempotency_records (expires_at_ms);
   `,
+  `
+  -- Deferred jobs a worker gave up on (DESIGN §6). The payload is kept so that Replay can put the
+  -- job back with its original bytes even after the dead-letter stream has aged it out.
+  CREATE TABLE dead_letters (
+    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+    letter_id TEXT NOT NULL UNIQUE,
+    dependency TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    payload_hash TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    error_type TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    causation_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    enqueued_at_ms INTEGER NOT NULL,
+    dead_lettered_at_ms INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    recorded_by TEXT NOT NULL,
+    dlq_sequence INTEGER NOT NULL,
+    replay_of TEXT NOT NULL,
+    replay_count INTEGER NOT NULL DEFAULT 0,
+    replayed_at_ms INTEGER NOT NULL DEFAULT 0,
+    replayed_by TEXT NOT NULL DEFAULT '',
+    replay_job_id TEXT NOT NULL DEFAULT '',
+    resolved_at_ms INTEGER NOT NULL DEFAULT 0,
+    resolved_by TEXT NOT NULL DEFAULT '',
+    resolution TEXT NOT NULL DEFAULT ''
+  );
+  CREATE INDEX dead_letters_by_dependency ON dead_letters (dependency, status, cursor);
+  CREATE INDEX dead_letters_by_trace ON dead_letters (trace_id, cursor) WHERE trace_id <> '';
+  `,
 ];
