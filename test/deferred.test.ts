@@ -252,6 +252,13 @@ describe("deferred work", () => {
     });
     upstream.mode = "fail";
     const b = sdk();
+    let sawOpen = false;
+    b.subscribe(
+      (e) => {
+        if (e.type === "breaker-state" && e.state === "open") sawOpen = true;
+      },
+      { dependencies: [dep] },
+    );
     const send = () =>
       b.call(dep, (ctx) => postJob(`${upstream.url}/sync`, new Uint8Array(), ctx.signal), {
         deferrable: { payload: { to: "alice" }, idempotencyKey: "mail-alice" },
@@ -259,6 +266,8 @@ describe("deferred work", () => {
     // Retries exhausted: deferred.
     const first = await send().catch((e: unknown) => e);
     expect(isCallDeferredError(first)).toBe(true);
+    // The failure opens the fleet's breaker; the instance hears of it a few milliseconds later.
+    expect(await waitFor(() => sawOpen, 5_000)).toBe(true);
     // Breaker open: deferred too, as the same job (same idempotency key).
     const second = await send().catch((e: unknown) => e);
     expect(isCallDeferredError(second)).toBe(true);
