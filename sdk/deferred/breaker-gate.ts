@@ -1,7 +1,7 @@
 /**
  * What a worker needs to know of a dependency's breaker: whether it is open (stop pulling jobs),
- * until when, and when that changes. Implemented over the control plane's Watch stream
- * (watch-breaker-gate.ts); any other follower of breaker state can stand in for it.
+ * until when, and when that changes. Implemented over the fleet state the SDK follows
+ * (fleet-breaker-gate.ts); tests can stand in another.
  */
 export interface BreakerGate {
   /** True while the breaker that governs this service's calls to `dependency` rejects them. */

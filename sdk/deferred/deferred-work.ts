@@ -3,6 +3,7 @@ import type { EventEmitter } from "../events.ts";
 import type { NatsLink } from "../nats-link.ts";
 import type { BreakerGate } from "./breaker-gate.ts";
 import { DeadLetterRecorder } from "./dead-letter-recorder.ts";
+import { FleetBreakerGate } from "./fleet-breaker-gate.ts";
 import { type EnqueueOptions, type JobPayload, JobQueue } from "./job-queue.ts";
 import {
   checkWorkerOptions,
@@ -13,7 +14,6 @@ import {
   type WorkerDeps,
   type WorkerOptions,
 } from "./job-worker.ts";
-import { WatchBreakerGate } from "./watch-breaker-gate.ts";
 
 /**
  * The deferred path of one Bulwark client: the queue jobs are enqueued on, the workers it runs,
@@ -32,7 +32,7 @@ export class DeferredWork {
     private readonly service: string,
     private readonly execute: WorkerDeps["execute"],
     private readonly once: OnceRunner | undefined,
-    /** Replaces the Watch-based gate (tests, or another follower of breaker state). */
+    /** Replaces the gate over the SDK's followed fleet state (tests). */
     private readonly gateFactory?: () => BreakerGate,
   ) {
     this.queue = new JobQueue(link, cp, events);
@@ -45,9 +45,7 @@ export class DeferredWork {
 
   worker(dependency: string, handler: JobHandler, options: WorkerOptions = {}): JobWorker {
     const { concurrency, guarded } = checkWorkerOptions(options);
-    this.gate ??=
-      this.gateFactory?.() ??
-      new WatchBreakerGate(this.cp.transport, this.cp.headers, this.service);
+    this.gate ??= this.gateFactory?.() ?? new FleetBreakerGate(this.cp.state, this.service);
     const worker = new Worker(dependency, handler, concurrency, guarded, {
       queue: this.queue,
       cp: this.cp,
