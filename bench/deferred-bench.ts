@@ -115,7 +115,9 @@ async function endToEnd(url: string, natsUrl: string, guarded: boolean): Promise
 export async function deferredBench(): Promise<void> {
   const tmp = tempDir("bulwark-bench-");
   const nats = await startNats();
-  const server = await spawnServerProcess(join(tmp.dir, "bench.db"), 0, ["--nats", nats.url]);
+  const server = await spawnServerProcess(join(tmp.dir, "bench.db"), 0, ["--nats", nats.url], {
+    quiet: true,
+  });
   try {
     process.stdout.write("\nDeferred work\n");
     const basePerS = await baseline(nats.url);

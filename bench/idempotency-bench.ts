@@ -8,9 +8,9 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import pino from "pino";
 import { BeginOutcome, IdempotencyService } from "../gen/bulwark/v1/idempotency_pb.ts";
+import { createGrpcJsTransport } from "../sdk/grpc-js-transport.ts";
 import { IdempotencyLedger } from "../server/domain/idempotency-ledger.ts";
 import { openDatabase } from "../server/storage/database.ts";
 import { IdempotencyStore } from "../server/storage/idempotency-store.ts";
@@ -89,10 +89,11 @@ export async function idempotencyBench(): Promise<void> {
       ratio: localPerS / rawPerS,
     });
 
-    const server = await spawnServerProcess(join(tmp.dir, "ledger.db"));
+    const server = await spawnServerProcess(join(tmp.dir, "ledger.db"), 0, [], { quiet: true });
     try {
-      // One connection, as one SDK instance has: the callers' RPCs share it as HTTP/2 streams.
-      const transport = createGrpcTransport({ baseUrl: server.url });
+      // One connection over the SDK's own transport, as one SDK instance has: the callers' RPCs
+      // share it as HTTP/2 streams.
+      const transport = createGrpcJsTransport(server.url, { "x-bulwark-principal": "bench" });
       const clients = Array.from({ length: CONCURRENCY }, () =>
         createClient(IdempotencyService, transport),
       );

@@ -158,7 +158,16 @@ describe("breaker end to end", () => {
     await expect(ask(client)).rejects.toThrow();
     await expect(ask(client)).rejects.toThrow();
     upstream.override(phase("healthy"));
-    await new Promise((r) => setTimeout(r, 250));
+    // The failures reach the server in the next report batch; it opens, then moves to HALF_OPEN
+    // on its own timer 200 ms later.
+    expect(
+      await waitFor(
+        async () =>
+          (await breakers.getBreaker({ dependency: "e2e.close" })).breaker?.state ===
+          BreakerState.HALF_OPEN,
+        5_000,
+      ),
+    ).toBe(true);
     const events: BulwarkEvent[] = [];
     b.on((e) => events.push(e));
     await expect(ask(client)).resolves.toMatchObject({ object: "chat.completion" });
