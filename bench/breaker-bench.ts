@@ -3,7 +3,8 @@
  * - Acquire latency and throughput through the SDK's gRPC transport, against a bare @grpc/grpc-js
  *   server answering the same message (baseline);
  * - outcomes ingested per second through batched Report;
- * - how long a breaker transition takes to reach subscribers over NATS and over Watch.
+ * - how long a breaker transition takes to reach subscribers over NATS and over Watch, from the
+ *   moment the server made it.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
@@ -19,6 +20,7 @@ import {
   type AcquireResponse,
   AcquireResponseSchema,
   BreakerService,
+  ForceAction,
 } from "../gen/bulwark/v1/breaker_pb.ts";
 import { OutcomeResult, OutcomeSchema } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import { EventSchema } from "../gen/bulwark/v1/event_pb.ts";
@@ -161,7 +163,7 @@ export async function breakerBench(): Promise<void> {
     );
     await breakers.report({ outcomes });
     let sent = 0;
-    let started = performance.now();
+    const started = performance.now();
     await Promise.all(
       Array.from({ length: REPORT_CONCURRENCY }, async () => {
         while (sent++ < REPORT_BATCHES) await breakers.report({ outcomes });
@@ -174,26 +176,17 @@ export async function breakerBench(): Promise<void> {
       { name: "target 100 000/s", ratio: outcomesPerS / 100_000 },
     );
 
-    // Transition delivery: each cycle opens the breaker with one failure, lets the server move it
-    // to HALF_OPEN, and closes it with a successful probe. Delivery is timed from the moment the
-    // Report or Acquire that causes a transition is sent, so the figures include that half trip.
-    await admin.policies.putPolicy({
-      policy: testPolicy("bench.flip", {
-        breaker: {
-          windowSize: 1,
-          minimumCalls: 1,
-          failureRateThresholdPercent: 100,
-          openWaitMs: 1,
-          maxOpenWaitMs: 1,
-        },
-      }),
-    });
+    // Transition delivery: an operator forces the breaker open and resets it, over and over; each
+    // subscriber times every transition from the moment the server made it (its at_unix_ms, on
+    // the same machine's clock) to its arrival, so the figures include the durable commit that
+    // precedes every publication.
+    await admin.policies.putPolicy({ policy: testPolicy("bench.flip") });
     const natsSubscribers = await Promise.all(
       Array.from({ length: SUBSCRIBERS }, () => connect({ servers: nats.url })),
     );
     const natsSamples: number[] = [];
     const watchSamples: number[] = [];
-    let causedAtMs = 0;
+    const nowMs = () => performance.timeOrigin + performance.now();
     const receivers: Promise<void>[] = [];
     for (const nc of natsSubscribers) {
       const sub = nc.subscribe("bulwark.breaker.bench.flip");
@@ -202,7 +195,7 @@ export async function breakerBench(): Promise<void> {
           for await (const msg of sub) {
             const event = fromBinary(EventSchema, msg.data);
             if (event.kind.case === "breakerTransition") {
-              natsSamples.push(performance.now() - causedAtMs);
+              natsSamples.push(nowMs() - Number(event.kind.value.atUnixMs));
             }
           }
         })(),
@@ -215,8 +208,9 @@ export async function breakerBench(): Promise<void> {
         (async () => {
           try {
             for await (const res of stream) {
-              if (res.kind.case === "event" && res.kind.value.kind.case === "breakerTransition") {
-                watchSamples.push(performance.now() - causedAtMs);
+              const event = res.kind.case === "event" ? res.kind.value : undefined;
+              if (event?.kind.case === "breakerTransition") {
+                watchSamples.push(nowMs() - Number(event.kind.value.atUnixMs));
               }
             }
           } catch {
@@ -227,35 +221,14 @@ export async function breakerBench(): Promise<void> {
     }
     await Promise.all(natsSubscribers.map((nc) => nc.flush()));
     await new Promise((r) => setTimeout(r, 200));
-    const failure = create(OutcomeSchema, {
-      dependency: "bench.flip",
-      service: "bench",
-      attempt: 1,
-      result: OutcomeResult.FAILURE,
-      errorType: "http_503",
-      statusCode: 503,
-    });
-    started = performance.now();
-    for (let i = 0; i < TRANSITIONS / 3; i++) {
-      const expected = natsSamples.length + SUBSCRIBERS;
-      causedAtMs = performance.now();
-      await breakers.report({ outcomes: [failure] });
-      // The server's timer moves OPEN to HALF_OPEN 1 ms later; wait for it to arrive.
-      await waitUntil(() => natsSamples.length >= expected + SUBSCRIBERS);
-      causedAtMs = performance.now();
-      const probe = await breakers.acquire({ dependency: "bench.flip", service: "bench" });
-      await breakers.report({
-        outcomes: [
-          create(OutcomeSchema, {
-            dependency: "bench.flip",
-            service: "bench",
-            attempt: 1,
-            permitId: probe.permitId,
-            result: OutcomeResult.SUCCESS,
-          }),
-        ],
+    for (let i = 0; i < TRANSITIONS; i++) {
+      const expected = (i + 1) * SUBSCRIBERS;
+      await admin.breakers.forceBreaker({
+        dependency: "bench.flip",
+        action: i % 2 === 0 ? ForceAction.FORCED_OPEN : ForceAction.RESET,
+        reason: "transition delivery benchmark",
       });
-      await waitUntil(() => natsSamples.length >= expected + 2 * SUBSCRIBERS);
+      await waitUntil(() => natsSamples.length >= expected && watchSamples.length >= expected);
     }
     await new Promise((r) => setTimeout(r, 200));
     watching.abort();
