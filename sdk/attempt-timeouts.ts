@@ -9,6 +9,9 @@
  * within about a millisecond after it (later when the event loop is busy).
  */
 
+// Imported rather than read from the global, whose lazy getter runs on every read.
+import { performance } from "node:perf_hooks";
+
 /** Something with a timeout: `timedOut()` is called once its time has come, unless removed. */
 export abstract class Timed {
   /** Monotonic time (performance.now()) at which it times out. */

@@ -1,3 +1,5 @@
+// Imported rather than read from the global, whose lazy getter runs on every read.
+import { performance } from "node:perf_hooks";
 import { Attempt, CANCELLED, CallIds, REJECTED, reportAttempt, SUCCESS } from "./attempt.ts";
 import { backoffMs } from "./backoff.ts";
 import { type Classification, classifyError } from "./classify.ts";
