@@ -50,6 +50,11 @@ class TimeoutList {
   }
 }
 
+/**
+ * The pending timeouts of a process's attempts. Known shortcoming: a list emptied by attempts that
+ * ended in time stays in the map until the timer next fires (at most one per distinct duration
+ * in whole ms, so a few thousand small objects at worst).
+ */
 export class AttemptTimeouts {
   /** One list per duration in ms; an empty list is dropped when the timer next fires. */
   private readonly lists = new Map<number, TimeoutList>();
