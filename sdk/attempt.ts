@@ -5,6 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
 import type { Admission } from "./admission.ts";
+import { attemptTimeouts, Timed } from "./attempt-timeouts.ts";
 import type { AttemptResult, Classification } from "./classify.ts";
 import type { ControlPlane } from "./control-plane.ts";
 import type { EventEmitter } from "./events.ts";
@@ -30,24 +31,25 @@ export type AttemptEnd<T> =
 /**
  * One attempt: what the guarded function sees of it (the signal and span are made on first use)
  * and its run under a timeout. The success path is the whole cost of a guarded call while the
- * breaker is CLOSED, so it is kept cheap: one promise, one timer, no AbortController unless the
- * function reads `signal`, nothing aborted when it succeeds, and no closures that a bundler
- * would name at run time.
+ * breaker is CLOSED, so it is kept cheap: one promise, no timer of its own (see
+ * attempt-timeouts.ts), no AbortController unless the function reads `signal`, nothing aborted
+ * when it succeeds, and no closures that a bundler would name at run time.
  */
-export class Attempt<T> implements AttemptContext {
+export class Attempt<T> extends Timed implements AttemptContext {
   private controller: AbortController | undefined;
   private span: string | undefined;
   /** Why the attempt ended early: a signal asked for later is already aborted. */
   private endedBy: unknown;
   private resolve: ((end: AttemptEnd<T>) => void) | undefined;
-  private timer: NodeJS.Timeout | undefined;
   private onCancel: (() => void) | undefined;
 
   constructor(
     readonly attempt: number,
     private readonly ids: CallIds,
     private readonly callerSignal: AbortSignal | undefined,
-  ) {}
+  ) {
+    super();
+  }
 
   get traceId(): string {
     return this.ids.traceId;
@@ -70,11 +72,18 @@ export class Attempt<T> implements AttemptContext {
     return traceparent(this.traceId, this.spanId);
   }
 
-  /** Runs `fn`; ends at the timeout even if the function ignores its signal. */
-  run(fn: (ctx: AttemptContext) => Promise<T>, timeoutMs: number): Promise<AttemptEnd<T>> {
+  /**
+   * Runs `fn`; ends `timeoutMs` (whole milliseconds) after `nowMs` (performance.now()) even if
+   * the function ignores its signal.
+   */
+  run(
+    fn: (ctx: AttemptContext) => Promise<T>,
+    timeoutMs: number,
+    nowMs: number,
+  ): Promise<AttemptEnd<T>> {
     return new Promise<AttemptEnd<T>>((resolve) => {
       this.resolve = resolve;
-      this.timer = setTimeout(attemptTimedOut, timeoutMs, this);
+      attemptTimeouts.add(this, timeoutMs, nowMs);
       const callerSignal = this.callerSignal;
       if (callerSignal !== undefined) {
         this.onCancel = () => {
@@ -106,7 +115,7 @@ export class Attempt<T> implements AttemptContext {
     const resolve = this.resolve;
     if (resolve === undefined) return;
     this.resolve = undefined;
-    clearTimeout(this.timer);
+    attemptTimeouts.remove(this);
     if (this.onCancel !== undefined) this.callerSignal?.removeEventListener("abort", this.onCancel);
     resolve(end);
   }
@@ -119,10 +128,6 @@ export class Attempt<T> implements AttemptContext {
 }
 
 const TIMEOUT_END = { kind: "timeout" } as const;
-
-function attemptTimedOut(attempt: { timedOut(): void }): void {
-  attempt.timedOut();
-}
 
 /** Classifications the call itself produces, shared so the hot path allocates none. */
 export type Reported = Pick<Classification, "result" | "errorType" | "statusCode" | "retryAfterMs">;
@@ -213,7 +218,6 @@ export function reportAttempt(
   c: Reported,
   latencyMs: number,
   ctx: { readonly spanId: string } | undefined,
-  startedAtMs: number,
 ): string {
   const o = SCRATCH;
   o.dependency = ids.dependency;
@@ -241,7 +245,8 @@ export function reportAttempt(
         admission: admission.kind,
         traceId: ids.traceId,
         spanId: ctx?.spanId ?? "",
-        startedAtMs,
+        // Unix time, read only when someone listens.
+        startedAtMs: Math.round(Date.now() - latencyMs),
         result: c.result,
         errorType: c.errorType,
         statusCode: c.statusCode,

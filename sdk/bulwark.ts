@@ -25,6 +25,13 @@ import { NatsLink } from "./nats-link.ts";
 import { type BulwarkOptions, normalizeOptions } from "./options.ts";
 import { newTraceId } from "./trace.ts";
 
+/** Options of a call made without any: shared, so such a call allocates no object for them. */
+const NO_OPTIONS: CallOptions<unknown> = Object.freeze({});
+
+function noOptions<T>(): CallOptions<T> {
+  return NO_OPTIONS as CallOptions<T>;
+}
+
 /** A Bulwark client: one per service instance. */
 export interface Bulwark {
   /** The calling service's name, as the control plane sees it. */
@@ -128,7 +135,7 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
   const guarded = <T>(
     dependency: string,
     fn: (ctx: AttemptContext) => Promise<T>,
-    callOptions: CallOptions<T> = {},
+    callOptions: CallOptions<T> = noOptions(),
   ) =>
     callOptions.idempotencyKey === undefined
       ? guardedCall(cp, events, config.service, dependency, fn, callOptions)
@@ -139,7 +146,7 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
   const execute = <T>(
     dependency: string,
     fn: (ctx: AttemptContext) => Promise<T>,
-    callOptions: CallOptions<T> = {},
+    callOptions: CallOptions<T> = noOptions(),
   ): Promise<CallResult<T>> => {
     const defer = callOptions.deferrable;
     if (defer === undefined) return guarded(dependency, fn, callOptions);
@@ -158,7 +165,7 @@ export function createBulwark(options: BulwarkOptions): Bulwark {
   return {
     service: config.service,
     execute,
-    call: (dependency, fn, callOptions = {}) =>
+    call: (dependency, fn, callOptions = noOptions()) =>
       callOptions.idempotencyKey === undefined && callOptions.deferrable === undefined
         ? guardedValue(cp, events, config.service, dependency, fn, callOptions)
         : execute(dependency, fn, callOptions).then((result) => result.value),

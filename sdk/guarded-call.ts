@@ -1,3 +1,5 @@
+// Imported rather than read from the global, whose lazy getter runs on every read.
+import { performance } from "node:perf_hooks";
 import { Attempt, CANCELLED, CallIds, REJECTED, reportAttempt, SUCCESS } from "./attempt.ts";
 import { backoffMs } from "./backoff.ts";
 import { type Classification, classifyError } from "./classify.ts";
@@ -182,7 +184,9 @@ async function runGuarded<T>(
   const callerSignal = options.signal;
   if (callerSignal?.aborted) throw cancellationError(callerSignal.reason);
   const policy = cp.policyNow(dependency) ?? (await cp.policy(dependency));
-  const startedMs = Date.now();
+  // Deadlines, timeouts and latencies all run on the monotonic clock, read once when an attempt
+  // starts and once when it ends: each read shows in the cost of a call on the fast path.
+  const startedMs = performance.now();
   const deadlineMs = Math.min(options.deadlineMs ?? policy.deadlineMs, policy.deadlineMs);
   const deadlineAtMs = startedMs + deadlineMs;
   let attemptsMade = 0;
@@ -203,8 +207,7 @@ async function runGuarded<T>(
   );
 
   for (let attempt = 1; attempt <= policy.retry.maxAttempts; attempt++) {
-    // The clock is read once per attempt (it shows in the cost of a call on the fast path).
-    let nowMs = attempt === 1 ? startedMs : Date.now();
+    let nowMs = attempt === 1 ? startedMs : performance.now();
     if (deadlineAtMs - nowMs <= 0) {
       failure = new DeadlineExceededError(dependency, deadlineMs, lastCause);
       break;
@@ -213,7 +216,7 @@ async function runGuarded<T>(
       cp.admitFast(dependency) ??
       (await cp.acquire(dependency, attempt, ids.traceId, ids.requestId));
     if (admission.kind === "reject") {
-      lastEventId = reportAttempt(ids, attempt, admission, REJECTED, 0, undefined, 0);
+      lastEventId = reportAttempt(ids, attempt, admission, REJECTED, 0, undefined);
       if (events.active)
         events.emit(
           {
@@ -231,26 +234,19 @@ async function runGuarded<T>(
     }
 
     const ctx = new Attempt<T>(attempt, ids, callerSignal);
-    if (admission.kind !== "fleet") nowMs = Date.now(); // the server may have taken a while
-    const attemptTimeoutMs = Math.max(1, Math.min(policy.timeoutMs, deadlineAtMs - nowMs));
-    const attemptStarted = performance.now();
-    const attemptStartedAtMs = nowMs;
+    if (admission.kind !== "fleet") nowMs = performance.now(); // the server may have taken a while
+    const attemptTimeoutMs = Math.max(
+      1,
+      Math.min(policy.timeoutMs, Math.ceil(deadlineAtMs - nowMs)),
+    );
     attemptsMade++;
-    const end = await ctx.run(fn, attemptTimeoutMs);
-    const latencyMs = performance.now() - attemptStarted;
+    const end = await ctx.run(fn, attemptTimeoutMs, nowMs);
+    const latencyMs = performance.now() - nowMs;
 
     let c: Classification;
     switch (end.kind) {
       case "cancelled":
-        lastEventId = reportAttempt(
-          ids,
-          attempt,
-          admission,
-          CANCELLED,
-          latencyMs,
-          ctx,
-          attemptStartedAtMs,
-        );
+        lastEventId = reportAttempt(ids, attempt, admission, CANCELLED, latencyMs, ctx);
         throw cancellationError(end.reason);
       case "timeout": {
         const timedOutAtDeadline = attemptTimeoutMs < policy.timeoutMs;
@@ -278,7 +274,6 @@ async function runGuarded<T>(
             valueClass ?? SUCCESS,
             latencyMs,
             ctx,
-            attemptStartedAtMs,
           );
           return valueOnly
             ? end.value
@@ -286,15 +281,7 @@ async function runGuarded<T>(
         }
         c = valueClass;
         if (c.result === "ignored") {
-          lastEventId = reportAttempt(
-            ids,
-            attempt,
-            admission,
-            c,
-            latencyMs,
-            ctx,
-            attemptStartedAtMs,
-          );
+          lastEventId = reportAttempt(ids, attempt, admission, c, latencyMs, ctx);
           return valueOnly
             ? end.value
             : new GuardedResult(end.value, false, attemptsMade, ids, lastEventId);
@@ -305,7 +292,7 @@ async function runGuarded<T>(
         break;
       }
     }
-    lastEventId = reportAttempt(ids, attempt, admission, c, latencyMs, ctx, attemptStartedAtMs);
+    lastEventId = reportAttempt(ids, attempt, admission, c, latencyMs, ctx);
 
     // The caller's own error: returned at once, neither retried nor degraded.
     if (c.result === "ignored" && end.kind === "error") throw end.error;
@@ -329,7 +316,7 @@ async function runGuarded<T>(
       }
       waitMs = Math.max(waitMs, c.retryAfterMs);
     }
-    if (Date.now() + waitMs >= deadlineAtMs) {
+    if (performance.now() + waitMs >= deadlineAtMs) {
       failure = new DeadlineExceededError(dependency, deadlineMs, lastCause);
       break;
     }
