@@ -14,6 +14,7 @@ import { FleetState } from "./fleet-state.ts";
 import { createGrpcJsTransport } from "./grpc-js-transport.ts";
 import { LocalBreakers } from "./local-breakers.ts";
 import type { NatsLink } from "./nats-link.ts";
+import { encodeReportRequest } from "./outcome-encoding.ts";
 import { type CallPolicy, callPolicyFromWire, localPolicy } from "./policy.ts";
 import { reconnectDelayMs } from "./reconnect.ts";
 import { type OutcomeFields, Reporter } from "./reporter.ts";
@@ -27,6 +28,8 @@ export const POLICY_REFRESH_MS = 5_000;
  * usually settle within seconds, after which calls should flow again.
  */
 const LOCAL_HALF_OPEN_HOLD_MS = 5_000;
+/** BreakerService.Report, sent as bytes encoded by outcome-encoding.ts. */
+const REPORT_PATH = `/${BreakerService.typeName}/${BreakerService.method.report.name}`;
 /** A Report that has not been answered in this time counts as failed and is sent again later. */
 const REPORT_TIMEOUT_MS = 2_000;
 /** A listing (ListPolicies + ListBreakers) taking longer than this is tried again. */
@@ -132,10 +135,19 @@ export class ControlPlane {
     this.reporter = new Reporter(
       async (outcomes) => {
         try {
-          await this.breakerClient.report(
-            { outcomes },
-            { timeoutMs: REPORT_TIMEOUT_MS, headers: this.headers },
-          );
+          if (grpcJs !== undefined) {
+            await grpcJs.unaryBytes(
+              REPORT_PATH,
+              encodeReportRequest(outcomes),
+              this.headers,
+              REPORT_TIMEOUT_MS,
+            );
+          } else {
+            await this.breakerClient.report(
+              { outcomes },
+              { timeoutMs: REPORT_TIMEOUT_MS, headers: this.headers },
+            );
+          }
           this.markConnected();
         } catch (err) {
           // A refused batch (InvalidArgument, PermissionDenied) would be refused again: drop it

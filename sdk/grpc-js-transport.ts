@@ -19,6 +19,25 @@ import * as grpc from "@grpc/grpc-js";
 
 type HeaderInit = ConstructorParameters<typeof Headers>[0];
 
+/** The transport, plus a call with bytes the caller encoded itself. */
+export interface GrpcJsTransport extends Transport {
+  /**
+   * A unary call whose request is already encoded (for the hot Report path, see
+   * outcome-encoding.ts); resolves with the encoded response.
+   */
+  unaryBytes(
+    path: string,
+    request: Uint8Array,
+    header: HeaderInit | undefined,
+    timeoutMs: number | undefined,
+  ): Promise<Buffer>;
+  close(): void;
+}
+
+const identity = (bytes: Buffer) => bytes;
+const asBuffer = (bytes: Uint8Array) =>
+  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+
 /**
  * The control plane's gRPC channel reconnects on this schedule once a connection is lost: the
  * SDK's own reconnect loop (control-plane.ts) decides when to ask again, so the channel must not
@@ -83,7 +102,7 @@ export function createGrpcJsTransport(
   baseUrl: string,
   /** Sent with every call, e.g. the authorization header. */
   fixedHeaders: Readonly<Record<string, string>> = {},
-): Transport & { close(): void } {
+): GrpcJsTransport {
   const url = new URL(baseUrl);
   const target = url.port === "" ? `${url.hostname}:80` : url.host;
   const client = new grpc.Client(target, grpc.credentials.createInsecure(), {
@@ -185,6 +204,23 @@ export function createGrpcJsTransport(
         trailer: new Headers(),
         message: messages(),
       };
+    },
+
+    unaryBytes(path, request, header, timeoutMs) {
+      return new Promise<Buffer>((resolve, reject) => {
+        client.makeUnaryRequest(
+          path,
+          asBuffer,
+          identity,
+          request,
+          metadataOf(fixedHeaders, header),
+          optionsOf(timeoutMs),
+          (err, response) => {
+            if (err !== null || response === undefined) reject(connectErrorOf(err));
+            else resolve(response);
+          },
+        );
+      });
     },
 
     close: () => client.close(),
