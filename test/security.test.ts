@@ -73,18 +73,18 @@ async function codeOf(service: DescService, method: string, token?: string): Pro
     (req: object, opts?: object) => unknown
   >;
   const localName = method[0]!.toLowerCase() + method.slice(1);
+  const streaming = service.methods.find((m) => m.name === method)?.methodKind !== "unary";
   try {
-    const result = c[localName]!({}, { timeoutMs: 2_000 });
-    if (result !== null && typeof result === "object" && Symbol.asyncIterator in result) {
+    if (streaming) {
       const controller = new AbortController();
       const stream = (c[localName] as (r: object, o: object) => AsyncIterable<unknown>)(
         {},
-        { signal: controller.signal },
+        { signal: controller.signal, timeoutMs: 2_000 },
       );
       for await (const _ of stream) break;
       controller.abort();
     } else {
-      await result;
+      await c[localName]!({}, { timeoutMs: 2_000 });
     }
     return -1;
   } catch (err) {
