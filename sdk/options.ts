@@ -50,7 +50,8 @@ export interface NormalizedOptions {
  */
 export const DEFAULT_ACQUIRE_TIMEOUT_MS = 300;
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** The control plane's name rule (server/domain/names.ts): no empty part between dots. */
+const NAME = /^(?=.{1,128}$)[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$/;
 
 /** Checks options and fills in defaults; a RangeError names the bad option and value. */
 export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
@@ -65,7 +66,7 @@ export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
   }
   if (typeof options.service !== "string" || !NAME.test(options.service)) {
     throw new RangeError(
-      `options.service must be 1-128 letters, digits, '.', '_' or '-'; got ${JSON.stringify(options.service)}`,
+      `options.service must be 1-128 letters, digits, '.', '_' or '-', with no empty part between dots; got ${JSON.stringify(options.service)}`,
     );
   }
   const acquireTimeoutMs = options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS;

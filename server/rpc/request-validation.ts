@@ -52,7 +52,7 @@ import {
   REQUEST_HASH_BYTES,
   scopeOf,
 } from "../domain/idempotency-ledger.ts";
-import { assertName, quoted } from "../domain/names.ts";
+import { assertName, assertStoredName, quoted } from "../domain/names.ts";
 import type { PolicySpec } from "../domain/policy.ts";
 import { normalizePolicy } from "../domain/policy-validation.ts";
 import { reasonFromWire, statusFromWire } from "../wire/dead-letter-convert.ts";
@@ -157,7 +157,7 @@ export function validatePutPolicy(req: PutPolicyRequest): {
 }
 
 export function validateGetPolicy(req: GetPolicyRequest): string {
-  assertName("dependency", req.dependency);
+  assertStoredName("dependency", req.dependency);
   return req.dependency;
 }
 
@@ -165,7 +165,7 @@ export function validateDeletePolicy(req: DeletePolicyRequest): {
   dependency: string;
   expectedRevision: number | undefined;
 } {
-  assertName("dependency", req.dependency);
+  assertStoredName("dependency", req.dependency);
   const expectedRevision =
     req.expectedRevision === undefined
       ? undefined
