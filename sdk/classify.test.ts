@@ -208,10 +208,20 @@ describe("classifyError: other errors", () => {
       override readonly name = "ParseError";
     }
     expect(classifyError(new ParseError("bad json"), NOW_MS).errorType).toBe("ParseError");
-    expect(classifyError(new TypeError("x is not a function"), NOW_MS)).toMatchObject({
-      retryable: false,
-      errorType: "TypeError",
-    });
+  });
+
+  it("takes a bug in the caller's own function for the caller's error, not the dependency's", () => {
+    for (const err of [
+      new TypeError("x is not a function"),
+      new ReferenceError("y is not defined"),
+      new RangeError("Invalid array length"),
+    ]) {
+      expect(classifyError(err, NOW_MS)).toMatchObject({
+        result: "ignored",
+        retryable: false,
+        errorType: `caller_${err.name}`,
+      });
+    }
   });
 
   it.each([

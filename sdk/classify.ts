@@ -101,6 +101,9 @@ function codeOf(err: unknown): string | undefined {
  * `openai` package's APIError carries) decides like classifyStatus; connection errors are
  * transient failures; anything else is a non-retryable failure of unknown kind.
  */
+/** Errors the JavaScript engine throws for mistakes in code, not for failed I/O. */
+const PROGRAMMING_ERRORS = new Set(["TypeError", "ReferenceError", "SyntaxError", "RangeError"]);
+
 export function classifyError(err: unknown, nowMs = Date.now()): Classification {
   // A job the handler declared unprocessable is its own error, not the dependency's.
   if (isPermanentJobError(err)) {
@@ -134,6 +137,18 @@ export function classifyError(err: unknown, nowMs = Date.now()): Classification 
       result: "failure",
       retryable: true,
       errorType: code ?? (CONNECTION_ERROR_NAMES.has(name) ? name : "fetch_failed"),
+      statusCode: 0,
+      retryAfterMs: undefined,
+    };
+  }
+  // A bug in the caller's own function (undefined.x, a bad argument) says nothing about the
+  // dependency: it is the caller's error, thrown back as it is and never counted against the
+  // fleet's breaker. Network failures that fetch reports as TypeError are caught above.
+  if (PROGRAMMING_ERRORS.has(name) && code === undefined) {
+    return {
+      result: "ignored",
+      retryable: false,
+      errorType: `caller_${name}`,
       statusCode: 0,
       retryAfterMs: undefined,
     };

@@ -76,9 +76,13 @@ export class RetriesExhaustedError extends BulwarkError {
     readonly attempts: number,
     cause: unknown,
   ) {
-    super("retries_exhausted", `call to ${dependency} failed after ${attempts} attempt(s)`, {
-      cause,
-    });
+    super(
+      "retries_exhausted",
+      `call to ${dependency} failed after ${attempts} attempt(s)${
+        cause instanceof Error ? `: ${cause.message.slice(0, 200)}` : ""
+      }`,
+      { cause },
+    );
   }
 }
 

@@ -178,6 +178,24 @@ describe("breaker end to end", () => {
     expect(state.reason).toBe("1 of 1 probes succeeded");
   });
 
+  it("throws a bug in the caller's function back as it is, and counts nothing", async () => {
+    const { policies, breakers } = clientsFor(server.url);
+    await policies.putPolicy({
+      policy: testPolicy("e2e.caller-bug", { breaker: { minimumCalls: 1 } }),
+    });
+    const b = sdk();
+    for (let i = 0; i < 5; i++) {
+      const err = await b
+        .call("e2e.caller-bug", async () => (undefined as unknown as { x: number }).x)
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TypeError);
+    }
+    await b.close();
+    const state = (await breakers.getBreaker({ dependency: "e2e.caller-bug" })).breaker!;
+    expect(state.state).toBe(BreakerState.CLOSED);
+    expect(state.window).toMatchObject({ calls: 0, failures: 0 });
+  });
+
   it("returns a 400 at once: no retry, no failure counted", async () => {
     const { policies, breakers } = clientsFor(server.url);
     await policies.putPolicy({
