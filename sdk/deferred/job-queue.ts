@@ -56,11 +56,15 @@ export function checkEnqueueOptions(options: EnqueueOptions): void {
   }
 }
 
+/**
+ * Bounds a step of enqueue. The timer keeps the process alive on purpose: a producer script whose
+ * only pending work is an enqueue waiting for NATS must get its error, not exit with the job
+ * silently lost.
+ */
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
-    timer.unref();
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
