@@ -5,9 +5,9 @@
  * the Bulwark SDK. Shows progress while it runs and ends with a report (also written as JSON).
  */
 import { type ChildProcess, fork } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -109,6 +109,14 @@ try {
   throw err;
 }
 const durationMs = scenario.phases.reduce((sum, p) => sum + p.durationMs, 0);
+if (values.out !== undefined) {
+  // Checked before the run, not after it: a report that cannot be written is a wasted run.
+  try {
+    accessSync(dirname(resolve(values.out as string)), constants.W_OK);
+  } catch (err) {
+    usageError(`--out: cannot write to ${values.out as string}: ${(err as Error).message}`);
+  }
+}
 
 const workDir = mkdtempSync(join(tmpdir(), "bulwark-demo-"));
 const outPath = (values.out as string | undefined) ?? join(workDir, "report.json");
