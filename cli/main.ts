@@ -32,6 +32,7 @@ import {
   ResolveDeadLetterResponseSchema,
 } from "../gen/bulwark/v1/dead_letter_pb.ts";
 import { PolicySchema, PolicyService } from "../gen/bulwark/v1/policy_pb.ts";
+import { normalizePolicy } from "../server/domain/policy-validation.ts";
 
 const DEFAULT_URL = "http://127.0.0.1:50051";
 /** Long enough for a Verify over millions of audit records. */
@@ -80,7 +81,10 @@ function policiesFromFile(path: string) {
     throw new UsageError(`policy apply: ${path}: "policies" must be a list`);
   return list.map((entry, i) => {
     try {
-      return fromJson(PolicySchema, entry as JsonValue);
+      const policy = fromJson(PolicySchema, entry as JsonValue);
+      // The server's own validation, run here first: a file with one bad policy applies none.
+      normalizePolicy(policy);
+      return policy;
     } catch (err) {
       throw new UsageError(`policy apply: ${path}: policies[${i}]: ${(err as Error).message}`);
     }
@@ -164,7 +168,8 @@ async function main(argv: string[]): Promise<void> {
   switch (`${group} ${command ?? ""}`.trim()) {
     case "policy apply": {
       if (args.length === 0) throw new UsageError("policy apply needs at least one FILE");
-      // Every file is read before anything is applied, so a typo in the last file stops all.
+      // Every file is read and validated before anything is applied, so a mistake in the last
+      // file stops all.
       const all = args.flatMap((file) =>
         policiesFromFile(file).map((policy, i) => ({ file, i, policy })),
       );

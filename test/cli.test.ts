@@ -174,8 +174,26 @@ describe("bulwark CLI", () => {
       "dependency: x\ntimeoutMs: -5\nsla: { latencyObjectiveMs: 100, availabilityTargetPercent: 99 }\n",
     );
     const invalid = await cli(["--token", ADMIN, "policy", "apply", file]);
-    expect(invalid.stderr).toMatch(
-      /InvalidArgument: .*bad.yaml: policies\[0\] \(x\): policy.timeout_ms/,
+    expect(invalid).toMatchObject({ code: 2 });
+    expect(invalid.stderr).toMatch(/bad.yaml: policies\[0\]: policy.timeout_ms/);
+    // A file with one good and one bad policy applies neither.
+    const mixed = join(tmp.dir, "mixed.yaml");
+    writeFileSync(
+      mixed,
+      [
+        "policies:",
+        "  - dependency: mixed.good",
+        "    timeoutMs: 50",
+        "    sla: { latencyObjectiveMs: 100, availabilityTargetPercent: 99 }",
+        "  - dependency: mixed.bad",
+        "    timeoutMs: 500",
+        "    sla: { latencyObjectiveMs: 100, availabilityTargetPercent: 99 }",
+        "",
+      ].join("\n"),
     );
+    const half = await cli(["--token", ADMIN, "policy", "apply", mixed]);
+    expect(half.stderr).toMatch(/mixed.yaml: policies\[1\]: policy.timeout_ms/);
+    const after = await cli(["--token", ADMIN, "policy", "get", "mixed.good"]);
+    expect(after.stderr).toContain("NotFound");
   });
 });
