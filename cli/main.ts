@@ -91,6 +91,27 @@ function policiesFromFile(path: string) {
   });
 }
 
+/** Flags every command takes. */
+const GLOBAL_FLAGS = new Set(["url", "token", "ca", "help"]);
+/** The other flags each command takes. */
+const COMMAND_FLAGS: Record<string, readonly string[]> = {
+  "policy apply": [],
+  "policy list": [],
+  "policy get": [],
+  "policy delete": ["revision"],
+  "breaker list": [],
+  "breaker get": ["service"],
+  "breaker force": ["service", "reason"],
+  "breaker transitions": ["limit"],
+  "audit verify": [],
+  "audit query": ["trace", "aggregate", "type", "limit"],
+  "audit trace": [],
+  "dlq list": ["status", "trace", "limit"],
+  "dlq get": [],
+  "dlq replay": ["force"],
+  "dlq resolve": ["reason"],
+};
+
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -150,6 +171,16 @@ async function main(argv: string[]): Promise<void> {
   const audit = createClient(AuditService, transport);
   const letters = createClient(DeadLetterService, transport);
   const [group, command, ...args] = positionals;
+  // A flag the command does not use is refused rather than ignored: an operator who adds
+  // --revision to an apply believes it is conditional.
+  const allowed = COMMAND_FLAGS[`${group} ${command ?? ""}`.trim()];
+  if (allowed !== undefined) {
+    for (const flag of Object.keys(values)) {
+      if (!GLOBAL_FLAGS.has(flag) && !allowed.includes(flag)) {
+        throw new UsageError(`--${flag} does not apply to "${group} ${command}"`);
+      }
+    }
+  }
   const arg = (name: string) => {
     const value = args[0];
     if (value === undefined) throw new UsageError(`${group} ${command} needs ${name}`);
@@ -237,7 +268,10 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case "breaker transitions": {
-      const res = await breakers.listTransitions({ dependency: args[0] ?? "", limit: 1_000 });
+      const res = await breakers.listTransitions({
+        dependency: args[0] ?? "",
+        limit: values.limit === undefined ? 1_000 : limit(),
+      });
       print(ListTransitionsResponseSchema, res);
       return;
     }

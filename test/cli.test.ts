@@ -168,6 +168,10 @@ describe("bulwark CLI", () => {
     const badFlag = await cli(["--revison", "3", "policy", "list"]);
     expect(badFlag).toMatchObject({ code: 2 });
     expect(badFlag.stderr).toContain("--revison");
+    // A flag the command does not take is refused, not ignored.
+    const unused = await cli(["policy", "apply", "x.yaml", "--revision", "99"]);
+    expect(unused).toMatchObject({ code: 2 });
+    expect(unused.stderr).toContain('--revision does not apply to "policy apply"');
     const file = join(tmp.dir, "bad.yaml");
     writeFileSync(
       file,
