@@ -55,6 +55,9 @@ const NAME = /^(?=.{1,128}$)[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$/;
 
 /** Checks options and fills in defaults; a RangeError names the bad option and value. */
 export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
+  if (typeof options !== "object" || options === null) {
+    throw new RangeError("options must be an object with at least url and service");
+  }
   let url: URL;
   try {
     url = new URL(options.url);
@@ -75,7 +78,10 @@ export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
       `options.acquireTimeoutMs must be an integer in [1, 60000]; got ${acquireTimeoutMs}`,
     );
   }
-  if (options.token !== undefined && !/^\S{1,4096}$/.test(options.token)) {
+  if (
+    options.token !== undefined &&
+    (typeof options.token !== "string" || !/^\S{1,4096}$/.test(options.token))
+  ) {
     throw new RangeError("options.token must be 1-4096 characters without whitespace");
   }
   if (options.ca !== undefined && url.protocol !== "https:") {
@@ -92,7 +98,10 @@ export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
   if (options.strict !== undefined && typeof options.strict !== "boolean") {
     throw new RangeError(`options.strict must be a boolean; got ${JSON.stringify(options.strict)}`);
   }
-  if (options.natsToken !== undefined && !/^\S{1,4096}$/.test(options.natsToken)) {
+  if (
+    options.natsToken !== undefined &&
+    (typeof options.natsToken !== "string" || !/^\S{1,4096}$/.test(options.natsToken))
+  ) {
     throw new RangeError("options.natsToken must be 1-4096 characters without whitespace");
   }
   return {
