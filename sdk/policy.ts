@@ -1,5 +1,14 @@
 import type { Policy } from "../gen/bulwark/v1/policy_pb.ts";
 import { Jitter } from "../gen/bulwark/v1/policy_pb.ts";
+import {
+  DEFAULT_QUEUE_ACK_WAIT_MS,
+  DEFAULT_QUEUE_MAX_AGE_MS,
+  DEFAULT_QUEUE_MAX_DELIVERIES,
+  DEFAULT_QUEUE_MAX_JOBS,
+  DEFAULT_QUEUE_MAX_PAYLOAD_BYTES,
+  DEFAULT_WORKER_INITIAL_BACKOFF_MS,
+  DEFAULT_WORKER_MAX_BACKOFF_MS,
+} from "../server/domain/policy.ts";
 
 export type JitterMode = "full" | "decorrelated" | "none";
 
@@ -12,7 +21,11 @@ export interface RetryPolicy {
   maxRetryAfterMs: number;
 }
 
-/** How deferrable work for a dependency is queued and retried by workers (DESIGN §6). */
+/**
+ * How deferrable work for a dependency is queued and retried by workers (DESIGN §6). The
+ * server fills every field it stores; the defaults here (the server's own) are for a policy
+ * served by an older server that left the queue unset.
+ */
 export interface QueuePolicy {
   /** Deliveries of one job before it is dead-lettered. */
   maxDeliveries: number;
@@ -30,24 +43,9 @@ export interface QueuePolicy {
   ackWaitMs: number;
 }
 
-/** Five deliveries ride out a short outage without holding a doomed job for long. */
-export const DEFAULT_MAX_DELIVERIES = 5;
-/** A second lets a blip pass before the job is tried again. */
-export const DEFAULT_WORKER_INITIAL_BACKOFF_MS = 1_000;
-/** Deferred work is not interactive: a minute between late deliveries spares the dependency. */
-export const DEFAULT_WORKER_MAX_BACKOFF_MS = 60_000;
-/** A week covers a long weekend's outage of a dependency. */
-export const DEFAULT_QUEUE_MAX_AGE_MS = 7 * 86_400_000;
-/** Bounds the disk one dependency's backlog may take. */
-export const DEFAULT_QUEUE_MAX_JOBS = 100_000;
-/** A job is a request to make, not a document: 64 KiB holds any reasonable API request. */
-export const DEFAULT_QUEUE_MAX_PAYLOAD_BYTES = 65_536;
-/** Longer than the longest sensible job, so a slow job is not handed to a second worker. */
-export const DEFAULT_QUEUE_ACK_WAIT_MS = 30_000;
-
 /** The queue settings of the proto's documented defaults, for fields the server left unset. */
 function queuePolicyFromWire(q: Policy["queue"]): QueuePolicy {
-  const maxDeliveries = q?.maxDeliveries ?? DEFAULT_MAX_DELIVERIES;
+  const maxDeliveries = q?.maxDeliveries ?? DEFAULT_QUEUE_MAX_DELIVERIES;
   const workerInitialBackoffMs = q?.workerInitialBackoffMs ?? DEFAULT_WORKER_INITIAL_BACKOFF_MS;
   return {
     maxDeliveries,

@@ -1,21 +1,14 @@
 import { createHash, randomBytes } from "node:crypto";
 import { type JsMsg, type MsgHdrs, headers as natsHeaders } from "nats";
+import { JOB_HEADERS, JOB_SUBJECT_PREFIX } from "../../server/events/job-requeue.ts";
 
 /**
- * Subjects, stream names and headers of the deferred path (DESIGN §6). The control plane's
- * Replay writes the same subject and headers (server/events/job-requeue.ts), and
- * test/deferred-contract.test.ts checks that both sides agree.
+ * Subjects, stream names and headers of the deferred path (DESIGN §6). The work-queue subject
+ * and job headers are defined once, with the control plane's Replay that writes them too
+ * (server/events/job-requeue.ts); test/deferred-contract.test.ts checks the rest agrees.
  */
-export const JOB_SUBJECT_PREFIX = "bulwark.jobs.";
+export { JOB_HEADERS, JOB_SUBJECT_PREFIX };
 export const DLQ_SUBJECT_PREFIX = "bulwark.dlq.";
-export const JOB_HEADERS = {
-  jobId: "Bulwark-Job-Id",
-  idempotencyKey: "Bulwark-Idempotency-Key",
-  traceId: "Bulwark-Trace-Id",
-  causationId: "Bulwark-Causation-Id",
-  enqueuedAt: "Bulwark-Enqueued-At",
-  replayOf: "Bulwark-Replay-Of",
-} as const;
 /** Headers a dead-lettered copy carries besides the job's own. */
 export const DLQ_HEADERS = {
   letterId: "Bulwark-Dead-Letter-Id",
