@@ -87,6 +87,13 @@ export interface CallResult<T> {
   eventId?: string;
 }
 
+/**
+ * How far past a waited-out Retry-After a retry follows the fleet's breaker that the same
+ * Retry-After opened: the breaker's time starts when the server reads the report (up to the
+ * report interval plus a round trip later), so a second covers it; a longer open is a real one.
+ */
+const RETRY_AFTER_ALIGN_MS = 1_000;
+
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve(false);
@@ -196,6 +203,8 @@ async function runGuarded<T>(
   let lastFailedValue: { value: T } | undefined;
   /** The event_id of the last attempt or rejection: the cause of a retry or fallback. */
   let lastEventId = "";
+  /** The wait before this attempt was the dependency's Retry-After. */
+  let waitedOutRetryAfter = false;
 
   const ids = new CallIds(
     cp,
@@ -212,9 +221,23 @@ async function runGuarded<T>(
       failure = new DeadlineExceededError(dependency, deadlineMs, lastCause);
       break;
     }
-    const admission =
+    let admission =
       cp.admitFast(dependency) ??
       (await cp.acquire(dependency, attempt, ids.traceId, ids.requestId));
+    if (admission.kind === "reject" && waitedOutRetryAfter && admission.retryAtMs > 0) {
+      // The Retry-After this call waited out opened the fleet's breaker from our report, a few
+      // milliseconds after we saw the answer: wait for the breaker too, then ask once more (the
+      // fleet's single probe goes to whoever asks first).
+      waitedOutRetryAfter = false;
+      const gapMs = Math.max(0, admission.retryAtMs - Date.now());
+      if (gapMs <= RETRY_AFTER_ALIGN_MS && performance.now() + gapMs < deadlineAtMs) {
+        if (!(await sleep(gapMs, callerSignal))) throw cancellationError(callerSignal?.reason);
+        nowMs = performance.now();
+        admission =
+          cp.admitFast(dependency) ??
+          (await cp.acquire(dependency, attempt, ids.traceId, ids.requestId));
+      }
+    }
     if (admission.kind === "reject") {
       lastEventId = reportAttempt(ids, attempt, admission, REJECTED, 0, undefined);
       if (events.active)
@@ -316,6 +339,7 @@ async function runGuarded<T>(
       }
       waitMs = Math.max(waitMs, c.retryAfterMs);
     }
+    waitedOutRetryAfter = c.retryAfterMs !== undefined;
     if (performance.now() + waitMs >= deadlineAtMs) {
       failure = new DeadlineExceededError(dependency, deadlineMs, lastCause);
       break;

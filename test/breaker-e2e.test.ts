@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import OpenAI, { BadRequestError } from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -194,6 +196,39 @@ describe("breaker end to end", () => {
     const state = (await breakers.getBreaker({ dependency: "e2e.caller-bug" })).breaker!;
     expect(state.state).toBe(BreakerState.CLOSED);
     expect(state.window).toMatchObject({ calls: 0, failures: 0 });
+  });
+
+  it("retries after a Retry-After as the probe of the breaker that Retry-After opened", async () => {
+    const { policies, breakers } = clientsFor(server.url);
+    await policies.putPolicy({
+      policy: testPolicy("e2e.retry-after", {
+        timeoutMs: 1_000,
+        deadlineMs: 10_000,
+        retry: { maxAttempts: 2, maxRetryAfterMs: 5_000 },
+      }),
+    });
+    let arrivals = 0;
+    const upstream = createServer((_req, res) => {
+      arrivals++;
+      if (arrivals === 1) res.writeHead(503, { "retry-after": "1" }).end("busy");
+      else res.writeHead(200).end("ok");
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    try {
+      const b = sdk();
+      const { port } = upstream.address() as AddressInfo;
+      const res = await b.fetch("e2e.retry-after")(`http://127.0.0.1:${port}/`);
+      expect(res.status).toBe(200);
+      expect(arrivals).toBe(2);
+      await b.close();
+      const transitions = (
+        await breakers.listTransitions({ dependency: "e2e.retry-after" })
+      ).transitions.map((t) => t.reason);
+      expect(transitions[0]).toMatch(/^back-off signal: http_503 Retry-After 1000 ms/);
+      expect(transitions.at(-1)).toBe("1 of 1 probes succeeded");
+    } finally {
+      await new Promise((r) => upstream.close(r));
+    }
   });
 
   it("returns a 400 at once: no retry, no failure counted", async () => {
