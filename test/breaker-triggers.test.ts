@@ -1,13 +1,18 @@
 /**
  * The breaker's triggers through the RPCs: the back-off signal shared by the whole fleet, the
- * slow-call rate, time windows as policies set them, and Report batches refused whole.
+ * slow-call rate, time windows as policies set them, Report batches refused whole, and the
+ * per-service breaker cap.
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AcquireDecision } from "../gen/bulwark/v1/breaker_pb.ts";
 import { BreakerState, OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
-import { QueueSettingsSchema, SlidingWindowKind } from "../gen/bulwark/v1/policy_pb.ts";
+import {
+  BreakerScope,
+  QueueSettingsSchema,
+  SlidingWindowKind,
+} from "../gen/bulwark/v1/policy_pb.ts";
 import { clientsFor, startTestServer, testPolicy, waitFor } from "./harness.ts";
 
 let server: Awaited<ReturnType<typeof startTestServer>>;
@@ -244,5 +249,31 @@ describe("Report hardening", () => {
     expect(after.state).toBe(BreakerState.CLOSED);
     expect(after.window).toEqual(before.window);
     expect((await breakers.listTransitions({ dependency: "rpc.harden" })).transitions).toEqual([]);
+  });
+});
+
+describe("per-service breaker cap", () => {
+  it("counts the outcomes of known services in a batch that names one service too many", async () => {
+    const { policies, breakers } = clientsFor(server.url);
+    await policies.putPolicy({
+      policy: testPolicy("rpc.cap", {
+        breaker: { scope: BreakerScope.SERVICE, windowSize: 100, minimumCalls: 100 },
+      }),
+    });
+    const success = (service: string) => ({
+      dependency: "rpc.cap",
+      service,
+      attempt: 1,
+      result: OutcomeResult.SUCCESS,
+    });
+    const fill = await breakers.report({
+      outcomes: Array.from({ length: 1_000 }, (_, i) => success(`svc-${i}`)),
+    });
+    expect(fill.counted).toBe(1_000);
+    // The 1 001st service gets no breaker; the known one in the same batch still counts.
+    const mixed = await breakers.report({ outcomes: [success("svc-new"), success("svc-7")] });
+    expect(mixed.counted).toBe(1);
+    const known = (await breakers.getBreaker({ dependency: "rpc.cap", service: "svc-7" })).breaker;
+    expect(known?.window?.calls).toBe(2);
   });
 });

@@ -185,14 +185,18 @@ export class BreakerRegistry {
     const transitions: Transition[] = [];
     const causes: Cause[] = [];
     let counted = 0;
-    // Resolve every breaker first: one the batch may not create (the per-service cap) refuses
-    // the whole batch before any outcome has changed a window.
     const targets = outcomes.map((outcome) => {
       const policy = this.policies.get(outcome.dependency);
       // A policy deleted while the batch was in flight: nothing left to count against.
-      return policy === undefined
-        ? undefined
-        : { policy, breaker: this.breakerFor(policy, outcome.service) };
+      if (policy === undefined) return undefined;
+      try {
+        return { policy, breaker: this.breakerFor(policy, outcome.service) };
+      } catch (err) {
+        // A service beyond the per-service cap gets no breaker: its outcomes are not counted
+        // (the answer's `counted` says so), and the other outcomes of the batch still are.
+        if (err instanceof ResourceExhaustedError) return undefined;
+        throw err;
+      }
     });
     for (const [i, outcome] of outcomes.entries()) {
       const target = targets[i];
