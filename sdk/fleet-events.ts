@@ -1,4 +1,5 @@
 import type { Policy } from "../gen/bulwark/v1/policy_pb.ts";
+import { NAME_PATTERN } from "../server/domain/names.ts";
 import type { FleetBreakerState, FleetChange, FleetState, FollowedBreaker } from "./fleet-state.ts";
 
 /**
@@ -106,8 +107,20 @@ function eventOf(change: FleetChange): FleetEvent {
   }
 }
 
+/** The filter of `dependencies`; a RangeError names a value that can never match a dependency. */
 function filterOf(options: FleetSubscribeOptions | undefined): (dependency: string) => boolean {
-  const only = new Set(options?.dependencies ?? []);
+  const dependencies = options?.dependencies ?? [];
+  if (!Array.isArray(dependencies)) {
+    throw new RangeError("options.dependencies must be an array of dependency names");
+  }
+  for (const [i, d] of dependencies.entries()) {
+    if (typeof d !== "string" || !NAME_PATTERN.test(d)) {
+      throw new RangeError(
+        `options.dependencies[${i}] is not a dependency name; got ${JSON.stringify(d)}`,
+      );
+    }
+  }
+  const only = new Set(dependencies);
   return only.size === 0 ? () => true : (dependency) => only.has(dependency);
 }
 

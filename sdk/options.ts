@@ -1,3 +1,5 @@
+import { NAME_PATTERN } from "../server/domain/names.ts";
+
 /** Options of createBulwark. */
 export interface BulwarkOptions {
   /** The control plane's URL, e.g. `http://127.0.0.1:50051`. */
@@ -50,9 +52,6 @@ export interface NormalizedOptions {
  */
 export const DEFAULT_ACQUIRE_TIMEOUT_MS = 300;
 
-/** The control plane's name rule (server/domain/names.ts): no empty part between dots. */
-const NAME = /^(?=.{1,128}$)[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$/;
-
 /** Checks options and fills in defaults; a RangeError names the bad option and value. */
 export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
   if (typeof options !== "object" || options === null) {
@@ -67,7 +66,7 @@ export function normalizeOptions(options: BulwarkOptions): NormalizedOptions {
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new RangeError(`options.url must be an http(s) URL; got ${JSON.stringify(options.url)}`);
   }
-  if (typeof options.service !== "string" || !NAME.test(options.service)) {
+  if (typeof options.service !== "string" || !NAME_PATTERN.test(options.service)) {
     throw new RangeError(
       `options.service must be 1-128 letters, digits, '.', '_' or '-', with no empty part between dots; got ${JSON.stringify(options.service)}`,
     );

@@ -143,6 +143,12 @@ describe("the events API", () => {
     const b = sdk();
     await b.ready();
 
+    // A name that can never match a dependency is refused, naming the option.
+    expect(() => b.subscribe(() => {}, { dependencies: ["a..b"] })).toThrow(
+      /options\.dependencies\[0\] is not a dependency name/,
+    );
+    expect(() => b.watch({ dependencies: [dependency, ""] })).toThrow(/options\.dependencies\[1\]/);
+
     const seen: FleetEvent[] = [];
     const unsubscribe = b.subscribe((e) => seen.push(e), { dependencies: [dependency] });
     const controller = new AbortController();
