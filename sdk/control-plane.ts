@@ -97,7 +97,7 @@ export class ControlPlane {
   private readonly follower: FleetFollower;
   private readonly localBreakers = new LocalBreakers();
   private closed = false;
-  private readyWaiters: (() => void)[] = [];
+  private readyWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   readonly state = new FleetState();
   readonly reporter: Reporter;
 
@@ -185,7 +185,7 @@ export class ControlPlane {
   /** Resolves once the fleet's state has been received and is followed (see Bulwark.ready). */
   ready(): Promise<void> {
     if (this.fleetLive || this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.readyWaiters.push(resolve));
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
   }
 
   private onSourceStatus(source: "nats" | "watch", live: boolean, err: unknown): void {
@@ -200,6 +200,14 @@ export class ControlPlane {
       // The snapshot is an answer from the control plane; a broken stream may be an outage.
       if (live) this.markConnected();
       else if (err !== undefined && isUnreachable(err) && !this.closed) this.markUnreachable(err);
+      else if (err !== undefined && !this.closed) {
+        // Refused (a token without the reader role, an untrusted certificate): waiting for the
+        // state would never end, so ready() says why. The follower keeps trying.
+        const waiters = this.readyWaiters;
+        this.readyWaiters = [];
+        const refusal = refused("following the fleet's state was refused", err);
+        for (const w of waiters) w.reject(refusal);
+      }
     }
     this.checkReady();
   }
@@ -208,7 +216,7 @@ export class ControlPlane {
     if (!this.fleetLive || this.readyWaiters.length === 0) return;
     const waiters = this.readyWaiters;
     this.readyWaiters = [];
-    for (const resolve of waiters) resolve();
+    for (const w of waiters) w.resolve();
   }
 
   private async list() {
@@ -394,7 +402,7 @@ export class ControlPlane {
   private checkReadyOnClose(): void {
     const waiters = this.readyWaiters;
     this.readyWaiters = [];
-    for (const resolve of waiters) resolve();
+    for (const w of waiters) w.resolve();
   }
 
   private mayTry(): boolean {

@@ -40,6 +40,9 @@ export class WatchFollower {
     this.running = undefined;
   }
 
+  /** The first failure before the stream was ever live has been reported. */
+  private firstFailureTold = false;
+
   private async follow(stop: AbortSignal): Promise<void> {
     let failures = 0;
     while (!stop.aborted) {
@@ -60,6 +63,11 @@ export class WatchFollower {
         error = err;
       }
       if (stop.aborted) break;
+      if (!this.live && failures === 0 && !this.firstFailureTold) {
+        // Never live yet: say why once (a refused token would otherwise go unnoticed).
+        this.firstFailureTold = true;
+        this.onStatus(false, error);
+      }
       this.setLive(false, error);
       failures++;
       await pause(reconnectDelayMs(failures), stop);

@@ -167,6 +167,10 @@ describe("authentication and roles", () => {
     await expect(good.call("sec.sdk", async () => "ok")).resolves.toBe("ok");
     await good.close();
     const bad = createBulwark({ url: server.url, service: "svc", token: "wrong" });
+    // ready() says why the fleet's state will never come, instead of waiting for it.
+    const notReady = await bad.ready().catch((e: unknown) => e);
+    expect(isControlPlaneError(notReady)).toBe(true);
+    expect((notReady as Error).message).toMatch(/unknown token/);
     const err = await bad.call("sec.sdk", async () => "ok").catch((e: unknown) => e);
     expect(isControlPlaneError(err)).toBe(true);
     expect((err as Error).message).toMatch(/unknown token/);
