@@ -5,6 +5,7 @@ import {
   DeadLetterSchema,
   DeadLetterService,
 } from "../../gen/bulwark/v1/dead_letter_pb.ts";
+import type { NewDeadLetter } from "../../server/domain/dead-letter.ts";
 import type { ControlPlane } from "../control-plane.ts";
 
 /** How long recording a dead letter may take before the worker tries again later. */
@@ -12,24 +13,8 @@ const RECORD_TIMEOUT_MS = 5_000;
 /** The control plane's cap on a letter's last error. */
 const MAX_LAST_ERROR_CHARS = 4_096;
 
-/** What a worker knows of a job it gives up on. */
-export interface DeadLetterInput {
-  letterId: string;
-  dependency: string;
-  jobId: string;
-  reason: "max-deliveries" | "permanent";
-  payload: Uint8Array;
-  attempts: number;
-  lastError: string;
-  errorType: string;
-  traceId: string;
-  causationId: string;
-  idempotencyKey: string;
-  enqueuedAtMs: number;
-  deadLetteredAtMs: number;
-  dlqSequence: number;
-  replayOf: string;
-}
+/** What a worker knows of a job it gives up on: what the control plane records of it. */
+export type DeadLetterInput = NewDeadLetter;
 
 /** Records dead letters on the control plane (DeadLetterService.RecordDeadLetter). */
 export class DeadLetterRecorder {
