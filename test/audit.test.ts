@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import Database from "better-sqlite3";
 import { connect } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +13,7 @@ import { defaultAuditPath } from "../server/bulwark-server.ts";
 import {
   clientsFor,
   type NatsProcess,
+  rpcFailure,
   spawnServerProcess,
   startNats,
   startTestServer,
@@ -22,16 +23,6 @@ import {
 
 const tmp = tempDir();
 afterAll(() => tmp.remove());
-
-async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = ConnectError.from(err);
-    return { code: e.code, message: e.rawMessage };
-  }
-  throw new Error("expected the call to fail");
-}
 
 const entry = (eventType: string, extra: Record<string, unknown> = {}) => ({
   eventType,
@@ -80,15 +71,17 @@ describe("audit log", () => {
   it("refuses a missing event_type or an oversized payload, storing nothing", async () => {
     const { audit } = clientsFor(server.url);
     const before = (await audit.verify({})).recordsChecked;
-    const missing = await codeOf(audit.append({ entries: [entry("ok.event"), entry("")] }));
+    const missing = await rpcFailure(audit.append({ entries: [entry("ok.event"), entry("")] }));
     expect(missing).toMatchObject({ code: Code.InvalidArgument });
     expect(missing.message).toMatch(/^entries\[1\]\.event_type: is required/);
-    const big = await codeOf(
+    const big = await rpcFailure(
       audit.append({ entries: [{ eventType: "big.event", payload: new Uint8Array(65 * 1024) }] }),
     );
     expect(big).toMatchObject({ code: Code.InvalidArgument });
     expect(big.message).toMatch(/^entries\[0\]\.payload: must be at most 65536 bytes/);
-    const badTrace = await codeOf(audit.append({ entries: [entry("x.y", { traceId: "nope" })] }));
+    const badTrace = await rpcFailure(
+      audit.append({ entries: [entry("x.y", { traceId: "nope" })] }),
+    );
     expect(badTrace.message).toMatch(/^entries\[0\]\.trace_id/);
     expect((await audit.verify({})).recordsChecked).toBe(before);
   });
@@ -197,7 +190,7 @@ describe("trace shapes and event ids", () => {
       expect(deep.roots.reduce((s, r) => s + count(r), 0)).toBe(150);
       expect(deep.roots.length).toBeGreaterThan(1);
 
-      const again = await codeOf(audit.append({ entries: [entry("x.y", { eventId: a })] }));
+      const again = await rpcFailure(audit.append({ entries: [entry("x.y", { eventId: a })] }));
       expect(again.code).toBe(Code.AlreadyExists);
       expect((await audit.verify({})).valid).toBe(true);
     } finally {

@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { connect } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AcquireDecision, ForceAction } from "../gen/bulwark/v1/breaker_pb.ts";
@@ -18,6 +18,7 @@ import { type Event, EventSchema } from "../gen/bulwark/v1/event_pb.ts";
 import {
   clientsFor,
   type NatsProcess,
+  rpcFailure,
   type ServerProcess,
   spawnServerProcess,
   startNats,
@@ -42,16 +43,6 @@ afterAll(async () => {
   await nats?.stop();
   tmp.remove();
 });
-
-async function failure(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = ConnectError.from(err);
-    return { code: e.code, message: e.rawMessage };
-  }
-  throw new Error("expected the call to fail");
-}
 
 const outcome = (dependency: string, result = OutcomeResult.FAILURE, service = "svc") => ({
   dependency,
@@ -209,7 +200,7 @@ describe("ForceBreaker", () => {
       [{ ...base, dependency: "force.nothing" }, Code.NotFound, /no policy/],
     ];
     for (const [req, code, message] of cases) {
-      const answer = await failure(breakers.forceBreaker(req));
+      const answer = await rpcFailure(breakers.forceBreaker(req));
       expect([Code[answer.code], answer.message], JSON.stringify(req).slice(0, 80)).toEqual([
         Code[code],
         expect.stringMatching(message),

@@ -4,7 +4,7 @@
  * per-service breaker cap.
  */
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AcquireDecision } from "../gen/bulwark/v1/breaker_pb.ts";
 import { BreakerState, OutcomeResult } from "../gen/bulwark/v1/breaker_types_pb.ts";
@@ -13,7 +13,7 @@ import {
   QueueSettingsSchema,
   SlidingWindowKind,
 } from "../gen/bulwark/v1/policy_pb.ts";
-import { clientsFor, startTestServer, testPolicy, waitFor } from "./harness.ts";
+import { clientsFor, rpcFailure, startTestServer, testPolicy, waitFor } from "./harness.ts";
 
 let server: Awaited<ReturnType<typeof startTestServer>>;
 
@@ -23,16 +23,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await server.cleanup();
 });
-
-async function failure(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = ConnectError.from(err);
-    return { code: e.code, message: e.rawMessage };
-  }
-  throw new Error("expected the call to fail");
-}
 
 describe("back-off signal", () => {
   it("a 429 with Retry-After from one service stops every service until then, then probing resumes", async () => {
@@ -202,7 +192,7 @@ describe("slow-call rate and time windows", () => {
       .policy!;
     expect(back.revision).toBe(first.revision);
 
-    const refused = await failure(
+    const refused = await rpcFailure(
       policies.putPolicy({
         policy: testPolicy("rpc.timed", { breaker: { slowCallMs: 5_000 } }),
       }),
@@ -241,7 +231,7 @@ describe("Report hardening", () => {
       [[good, { ...good, errorType: "e".repeat(129) }], /^outcomes\[1\]\.error_type:/],
     ];
     for (const [outcomes, message] of batches) {
-      const answer = await failure(breakers.report({ outcomes }));
+      const answer = await rpcFailure(breakers.report({ outcomes }));
       expect(answer.code).toBe(Code.InvalidArgument);
       expect(answer.message).toMatch(message);
     }

@@ -1,5 +1,5 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { connect } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,7 +10,14 @@ import {
   type ListPoliciesResponse,
   ListPoliciesResponseSchema,
 } from "../gen/bulwark/v1/policy_pb.ts";
-import { clientsFor, type NatsProcess, startNats, startTestServer, testPolicy } from "./harness.ts";
+import {
+  clientsFor,
+  type NatsProcess,
+  rpcFailure,
+  startNats,
+  startTestServer,
+  testPolicy,
+} from "./harness.ts";
 
 let server: Awaited<ReturnType<typeof startTestServer>>;
 
@@ -20,16 +27,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await server.cleanup();
 });
-
-async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = ConnectError.from(err);
-    return { code: e.code, message: e.rawMessage };
-  }
-  throw new Error("expected the call to fail");
-}
 
 describe("PolicyService", () => {
   it("stores a policy with defaults and bumps the revision on each Put", async () => {
@@ -42,7 +39,7 @@ describe("PolicyService", () => {
       expectedRevision: 1n,
     });
     expect(second.policy?.revision).toBe(2n);
-    const stale = await codeOf(
+    const stale = await rpcFailure(
       policies.putPolicy({ policy: testPolicy("cp.revisions"), expectedRevision: 1n }),
     );
     expect(stale.code).toBe(Code.FailedPrecondition);
@@ -69,7 +66,7 @@ describe("PolicyService", () => {
         breaker: rest.breaker as Record<string, unknown> | undefined,
       });
       if (typeof rest.timeoutMs === "number") policy.timeoutMs = rest.timeoutMs;
-      const { code, message } = await codeOf(policies.putPolicy({ policy }));
+      const { code, message } = await rpcFailure(policies.putPolicy({ policy }));
       expect(code).toBe(Code.InvalidArgument);
       expect(message.startsWith(`${field}:`)).toBe(true);
       const after = await policies.listPolicies({});
@@ -79,15 +76,17 @@ describe("PolicyService", () => {
 
   it("answers NotFound for a missing policy and deletes with a revision check", async () => {
     const { policies } = clientsFor(server.url);
-    expect((await codeOf(policies.getPolicy({ dependency: "cp.none" }))).code).toBe(Code.NotFound);
+    expect((await rpcFailure(policies.getPolicy({ dependency: "cp.none" }))).code).toBe(
+      Code.NotFound,
+    );
     await policies.putPolicy({ policy: testPolicy("cp.delete") });
-    const wrong = await codeOf(
+    const wrong = await rpcFailure(
       policies.deletePolicy({ dependency: "cp.delete", expectedRevision: 7n }),
     );
     expect(wrong.code).toBe(Code.FailedPrecondition);
     const deleted = await policies.deletePolicy({ dependency: "cp.delete", expectedRevision: 1n });
     expect(deleted.revision).toBe(1n);
-    expect((await codeOf(policies.getPolicy({ dependency: "cp.delete" }))).code).toBe(
+    expect((await rpcFailure(policies.getPolicy({ dependency: "cp.delete" }))).code).toBe(
       Code.NotFound,
     );
   });
@@ -141,16 +140,16 @@ describe("BreakerService", () => {
       attempt: 1,
       result: OutcomeResult.FAILURE,
     };
-    const bad = await codeOf(
+    const bad = await rpcFailure(
       breakers.report({
         outcomes: [good, good, { ...good, dependency: "bad name" }],
       }),
     );
     expect(bad.code).toBe(Code.InvalidArgument);
     expect(bad.message).toMatch(/^outcomes\[2\]\.dependency:/);
-    const empty = await codeOf(breakers.report({ outcomes: [] }));
+    const empty = await rpcFailure(breakers.report({ outcomes: [] }));
     expect(empty.code).toBe(Code.InvalidArgument);
-    const tooMany = await codeOf(breakers.report({ outcomes: Array(1001).fill(good) }));
+    const tooMany = await rpcFailure(breakers.report({ outcomes: Array(1001).fill(good) }));
     expect(tooMany.code).toBe(Code.InvalidArgument);
     const state = await breakers.getBreaker({ dependency: "cp.report" });
     expect(state.breaker?.window?.calls).toBe(0);
@@ -243,7 +242,7 @@ describe("hardening", () => {
     await policies.putPolicy({ policy: testPolicy("cp.aba") });
     await policies.putPolicy({ policy: testPolicy("cp.aba", { timeoutMs: 900 }) });
     await policies.deletePolicy({ dependency: "cp.aba" });
-    const stale = await codeOf(
+    const stale = await rpcFailure(
       policies.putPolicy({ policy: testPolicy("cp.aba"), expectedRevision: 2n }),
     );
     expect(stale.code).toBe(Code.FailedPrecondition);
@@ -312,7 +311,7 @@ describe("hardening", () => {
 
   it("keeps error messages short whatever the size of the bad value", async () => {
     const { policies } = clientsFor(server.url);
-    const { code, message } = await codeOf(
+    const { code, message } = await rpcFailure(
       policies.getPolicy({ dependency: "x ".repeat(500_000) }),
     );
     expect(code).toBe(Code.InvalidArgument);

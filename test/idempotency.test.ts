@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -31,6 +31,7 @@ import {
   clientsFor,
   freePort,
   ROOT,
+  rpcFailure,
   type ServerProcess,
   spawnServerProcess,
   startTestServer,
@@ -90,16 +91,6 @@ async function startUpstream(delayMs = UPSTREAM_DELAY_MS): Promise<Upstream> {
 
 function ledgerClient(url: string): Client<typeof IdempotencyService> {
   return createClient(IdempotencyService, createGrpcTransport({ baseUrl: url }));
-}
-
-async function failureOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = ConnectError.from(err);
-    return { code: e.code, message: e.rawMessage };
-  }
-  throw new Error("expected the call to fail");
 }
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest();
@@ -423,7 +414,7 @@ describe("the ledger's rules", () => {
     expect(second.outcome).toBe(BeginOutcome.NEW);
     expect(second.takenOver).toBe(true);
     expect(second.leaseToken).not.toBe(first.leaseToken);
-    const late = await failureOf(
+    const late = await rpcFailure(
       ledger.complete({ leaseToken: first.leaseToken, response: Buffer.from("late") }),
     );
     expect(late.code).toBe(Code.FailedPrecondition);
@@ -456,16 +447,16 @@ describe("the ledger's rules", () => {
       [begin("bad-trace", { traceId: "xyz" }), /^trace_id: must be 32 lowercase hex/],
     ];
     for (const [req, message] of cases) {
-      const f = await failureOf(ledger.begin(req));
+      const f = await rpcFailure(ledger.begin(req));
       expect(f.code, JSON.stringify(req.key)).toBe(Code.InvalidArgument);
       expect(f.message).toMatch(message);
       if (req.key !== "" && Buffer.byteLength(String(req.key)) <= 255 && req.service !== "") {
-        const absent = await failureOf(ledger.getRecord({ service: "svc", key: String(req.key) }));
+        const absent = await rpcFailure(ledger.getRecord({ service: "svc", key: String(req.key) }));
         expect(absent.code).toBe(Code.NotFound);
       }
     }
     const held = await ledger.begin(begin(`big-${randomUUID()}`));
-    const big = await failureOf(
+    const big = await rpcFailure(
       ledger.complete({ leaseToken: held.leaseToken, response: new Uint8Array(1024 * 1024 + 1) }),
     );
     expect(big.code).toBe(Code.InvalidArgument);
@@ -473,7 +464,7 @@ describe("the ledger's rules", () => {
     const stillHeld = (await ledger.getRecord({ service: "svc", key: held.record!.key })).record!;
     expect(stillHeld.state).toBe(IdempotencyState.IN_PROGRESS);
     expect(stillHeld.response).toHaveLength(0);
-    const noToken = await failureOf(ledger.complete({ leaseToken: "" }));
+    const noToken = await rpcFailure(ledger.complete({ leaseToken: "" }));
     expect(noToken.message).toMatch(/^lease_token: is required/);
     // The largest allowed response is stored.
     await ledger.complete({ leaseToken: held.leaseToken, response: new Uint8Array(1024 * 1024) });
@@ -515,7 +506,7 @@ describe("the ledger's rules", () => {
     } finally {
       db.close();
     }
-    const absent = await failureOf(
+    const absent = await rpcFailure(
       ledgerClient(server.url).getRecord({ service: "idem-test", key }),
     );
     expect(absent.code).toBe(Code.NotFound);
