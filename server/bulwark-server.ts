@@ -314,7 +314,9 @@ const MAX_AUDIT_AGGREGATE_LENGTH = 256;
 function auditCompletions(audit: AuditLog, completions: Completion[]): string[] {
   const byPrincipal = new Map<string, number[]>();
   completions.forEach((c, i) => {
-    byPrincipal.set(c.principal, [...(byPrincipal.get(c.principal) ?? []), i]);
+    const indexes = byPrincipal.get(c.principal);
+    if (indexes === undefined) byPrincipal.set(c.principal, [i]);
+    else indexes.push(i);
   });
   const eventIds: string[] = [];
   for (const [principal, indexes] of byPrincipal) {

@@ -56,7 +56,10 @@ function handlerContext(
   call: RpcCall,
   signal: AbortSignal,
 ): HandlerContext {
+  // Made on first use: no handler reads them on the data path, and Acquire should not pay for them.
   let requestHeader: Headers | undefined;
+  let responseHeader: Headers | undefined;
+  let responseTrailer: Headers | undefined;
   return {
     service,
     method,
@@ -69,8 +72,14 @@ function handlerContext(
       requestHeader ??= toHeaders(metadata);
       return requestHeader;
     },
-    responseHeader: new Headers(),
-    responseTrailer: new Headers(),
+    get responseHeader() {
+      responseHeader ??= new Headers();
+      return responseHeader;
+    },
+    get responseTrailer() {
+      responseTrailer ??= new Headers();
+      return responseTrailer;
+    },
     values: createContextValues().set(callInfoKey, call.info),
   } as HandlerContext;
 }

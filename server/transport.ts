@@ -75,24 +75,23 @@ export async function listen(options: {
   const settings = { maxConcurrentStreams: MAX_CONCURRENT_STREAMS };
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
-  const track = (server: net.Server | http2.Http2Server | http2.Http2SecureServer) => {
-    server.on("connection", (socket: net.Socket) => {
-      sockets.add(socket);
-      socket.once("close", () => sockets.delete(socket));
-    });
-  };
 
   let listener: net.Server;
-  let h2: http2.Http2Server | http2.Http2SecureServer;
   let h1: http.Server | undefined;
   let grpcServer: grpc.Server | undefined;
   let injector: grpc.ConnectionInjector | undefined;
   if (options.tls !== undefined) {
-    h2 = http2.createSecureServer({ ...options.tls, allowHTTP1: true, settings }, handler);
+    const h2 = http2.createSecureServer({ ...options.tls, allowHTTP1: true, settings }, handler);
+    h2.on("session", (session) => {
+      sessions.add(session);
+      session.once("close", () => sessions.delete(session));
+    });
+    h2.on("connection", (socket: net.Socket) => {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+    });
     listener = h2;
-    track(h2);
   } else {
-    h2 = http2.createServer({ settings }, handler);
     h1 = http.createServer(handler);
     const h1Server = h1;
     grpcServer = grpcJsServer(registrations, options.boundary, {
@@ -123,10 +122,6 @@ export async function listen(options: {
       socket.once("readable", route);
     });
   }
-  h2.on("session", (session) => {
-    sessions.add(session);
-    session.once("close", () => sessions.delete(session));
-  });
 
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);

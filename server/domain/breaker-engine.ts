@@ -63,7 +63,6 @@ export const BACK_OFF_EXTEND_STEP_MS = 1_000;
 /** The actor of transitions the server decides itself (triggers, timers, probes). */
 export const SERVER_ACTOR = "bulwark";
 
-export { backOffWaitMs } from "./breaker-triggers.ts";
 export type {
   AcquireDecision,
   Breaker,
@@ -118,12 +117,6 @@ export function createBreaker(
     policyRevision: policy.revision,
     forcedBy: "",
   };
-}
-
-/** Whether the breaker is in an operator state. */
-export function isForced(breaker: Breaker): boolean {
-  const k = breaker.phase.kind;
-  return k === "forced-open" || k === "disabled" || k === "metrics-only";
 }
 
 /**

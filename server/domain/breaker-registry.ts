@@ -143,17 +143,24 @@ export class BreakerRegistry {
   }
 
   private breakerFor(policy: PolicySpec, service: string): Breaker {
+    const breaker = this.findOrCreate(policy, service);
+    if (breaker === undefined) {
+      throw new ResourceExhaustedError(
+        `dependency ${policy.dependency} already has ${MAX_SERVICE_BREAKERS_PER_DEPENDENCY} per-service breakers; no more are created`,
+      );
+    }
+    return breaker;
+  }
+
+  /** The breaker for the policy and calling service; undefined past the per-service cap. */
+  private findOrCreate(policy: PolicySpec, service: string): Breaker | undefined {
     const scoped = policy.breaker.scope === "service" ? service : "";
     const key = keyOf(policy.dependency, scoped);
     let breaker = this.breakers.get(key);
     if (breaker === undefined) {
       if (scoped !== "") {
         const count = this.serviceBreakers.get(policy.dependency) ?? 0;
-        if (count >= MAX_SERVICE_BREAKERS_PER_DEPENDENCY) {
-          throw new ResourceExhaustedError(
-            `dependency ${policy.dependency} already has ${count} per-service breakers; no more are created`,
-          );
-        }
+        if (count >= MAX_SERVICE_BREAKERS_PER_DEPENDENCY) return undefined;
         this.serviceBreakers.set(policy.dependency, count + 1);
       }
       breaker = createBreaker(policy.dependency, scoped, policy, this.clock());
@@ -185,23 +192,14 @@ export class BreakerRegistry {
     const transitions: Transition[] = [];
     const causes: Cause[] = [];
     let counted = 0;
-    const targets = outcomes.map((outcome) => {
+    for (const outcome of outcomes) {
       const policy = this.policies.get(outcome.dependency);
       // A policy deleted while the batch was in flight: nothing left to count against.
-      if (policy === undefined) return undefined;
-      try {
-        return { policy, breaker: this.breakerFor(policy, outcome.service) };
-      } catch (err) {
-        // A service beyond the per-service cap gets no breaker: its outcomes are not counted
-        // (the answer's `counted` says so), and the other outcomes of the batch still are.
-        if (err instanceof ResourceExhaustedError) return undefined;
-        throw err;
-      }
-    });
-    for (const [i, outcome] of outcomes.entries()) {
-      const target = targets[i];
-      if (target === undefined) continue;
-      const { policy, breaker } = target;
+      if (policy === undefined) continue;
+      // A service past the per-service cap gets no breaker: its outcomes are not counted (the
+      // answer's `counted` says so), and the other outcomes of the batch still are.
+      const breaker = this.findOrCreate(policy, outcome.service);
+      if (breaker === undefined) continue;
       const effect = record(breaker, policy, outcome, nowMs);
       if (effect.counted === true) counted++;
       if (effect.stateChanged) changed.add(breaker);

@@ -32,6 +32,7 @@ import {
   DEFAULT_WORKER_MAX_BACKOFF_MS,
   type JitterMode,
   MAX_DEFAULT_DEADLINE_MS,
+  MAX_JOB_PAYLOAD_BYTES,
   type PolicySpec,
   type QueueSpec,
   type WindowKind,
@@ -147,7 +148,7 @@ function normalizeQueue(q: Policy["queue"]): QueueSpec {
       "policy.queue.max_payload_bytes",
       q?.maxPayloadBytes,
       1,
-      1_048_576,
+      MAX_JOB_PAYLOAD_BYTES,
       DEFAULT_QUEUE_MAX_PAYLOAD_BYTES,
     ),
     ackWaitMs: int(

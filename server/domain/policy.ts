@@ -120,6 +120,8 @@ export const DEFAULT_QUEUE_MAX_AGE_MS = 7 * 24 * 3_600_000;
 export const DEFAULT_QUEUE_MAX_JOBS = 100_000;
 /** 64 KiB holds a chat request with its context; larger payloads belong in object storage. */
 export const DEFAULT_QUEUE_MAX_PAYLOAD_BYTES = 65_536;
+/** Largest job payload a policy may allow (policy.queue.max_payload_bytes). */
+export const MAX_JOB_PAYLOAD_BYTES = 1_048_576;
 /** Thirty seconds covers one attempt of most calls before JetStream hands the job to another. */
 export const DEFAULT_QUEUE_ACK_WAIT_MS = 30_000;
 

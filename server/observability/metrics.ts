@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { BreakerStateName } from "../domain/breaker-types.ts";
 
 /** Prefix of every metric this server exposes, process metrics included. */
 export const METRIC_PREFIX = "bulwark_";
@@ -52,15 +53,6 @@ export const OUTCOME_RESULTS = [
 /** Results whose latency says something about the dependency and feed the latency histogram. */
 const TIMED_RESULTS: ReadonlySet<string> = new Set(["success", "failure", "timeout"]);
 const KNOWN_RESULTS: ReadonlySet<string> = new Set(OUTCOME_RESULTS);
-
-/** A breaker's state as named by the domain. */
-export type BreakerStateName =
-  | "closed"
-  | "open"
-  | "half-open"
-  | "forced-open"
-  | "disabled"
-  | "metrics-only";
 
 /** Value of `bulwark_breaker_state` per state; fixed, since dashboards and alerts compare them. */
 export const BREAKER_STATE_VALUES: Readonly<Record<BreakerStateName, number>> = {

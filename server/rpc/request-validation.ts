@@ -53,7 +53,7 @@ import {
   scopeOf,
 } from "../domain/idempotency-ledger.ts";
 import { assertName, assertStoredName, quoted } from "../domain/names.ts";
-import type { PolicySpec } from "../domain/policy.ts";
+import { MAX_JOB_PAYLOAD_BYTES, type PolicySpec } from "../domain/policy.ts";
 import { normalizePolicy } from "../domain/policy-validation.ts";
 import { reasonFromWire, statusFromWire } from "../wire/dead-letter-convert.ts";
 
@@ -421,8 +421,6 @@ export function validateGetRecord(req: GetRecordRequest): { scope: string; key: 
 
 /** A dead letter id: chosen by the worker, safe in logs and subjects. */
 const LETTER_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-/** Largest job payload a policy may allow (policy.queue.max_payload_bytes). */
-export const MAX_JOB_PAYLOAD_BYTES = 1_048_576;
 /** Length cap of a dead letter's last error: enough for a message and a short stack. */
 const MAX_ERROR_LENGTH = 4_096;
 /** Length cap of a resolution reason. */

@@ -1,3 +1,4 @@
+import { canonicalJson } from "../audit/audit-chain.ts";
 import { FailedPreconditionError, NotFoundError } from "../domain/errors.ts";
 import {
   DEFAULT_MAX_RETRY_AFTER_OPEN_MS,
@@ -17,15 +18,6 @@ interface PolicyRow {
   spec: string;
   updated_at_ms: number;
   updated_by: string;
-}
-
-/** JSON with object keys sorted, so equal settings give equal text whatever their key order. */
-function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v !== null && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : v,
-  );
 }
 
 /** The stored form of a policy's settings: everything but revision, time and author. */
