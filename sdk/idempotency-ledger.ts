@@ -1,4 +1,14 @@
 import { BeginOutcome } from "../gen/bulwark/v1/idempotency_pb.ts";
+// The server's limits, checked here too so that a bad option fails before anything runs.
+import {
+  MAX_KEY_BYTES,
+  MAX_LEASE_MS,
+  MAX_RESPONSE_BYTES,
+  MAX_RETENTION_MS,
+  MIN_LEASE_MS,
+  MIN_RETENTION_MS,
+  scopeOf,
+} from "../server/domain/idempotency-ledger.ts";
 import type { ControlPlane } from "./control-plane.ts";
 import { isUnreachable, refused } from "./control-plane-errors.ts";
 import {
@@ -19,16 +29,7 @@ export const LEDGER_CALL_TIMEOUT_MS = 5_000;
 export const FIRST_POLL_MS = 20;
 /** Longest wait between two questions about a held key: a waiter learns of the result soon. */
 export const MAX_POLL_MS = 500;
-/** Largest result the ledger stores (the server's limit, 1 MiB). */
-export const MAX_STORED_RESULT_BYTES = 1024 * 1024;
-/** Longest key, in UTF-8 bytes (the server's limit). */
-export const MAX_KEY_BYTES = 255;
-/** Lease bounds of the server, checked here so a bad option fails before anything runs. */
-export const MIN_LEASE_MS = 100;
-export const MAX_LEASE_MS = 3_600_000;
-/** Retention bounds of the server. */
-export const MIN_RETENTION_MS = 1_000;
-export const MAX_RETENTION_MS = 30 * 86_400_000;
+
 /** Tries of a Complete the control plane did not answer, spread over a few hundred ms. */
 const COMPLETE_TRIES = 3;
 const COMPLETE_RETRY_MS = 100;
@@ -141,8 +142,7 @@ export async function runOnce<T>(
   codec: ResultCodec<T>,
   work: (lease: Lease | undefined) => Promise<WorkOutcome<T>>,
 ): Promise<{ value: T; replayed: boolean }> {
-  const scope =
-    spec.sharedScope === undefined ? `service:${service}` : `shared:${spec.sharedScope}`;
+  const scope = scopeOf(service, spec.sharedScope ?? "");
   const emit: Emit = (status, extra, causationId = spec.causationId) =>
     events.emit(
       { type: "idempotency", key: spec.key, scope, status, traceId: spec.traceId, ...extra },
@@ -253,10 +253,10 @@ async function runLeased<T>(
     emit("not-stored", { error: `the result cannot be encoded: ${(err as Error).message}` });
     return { value: outcome.value, replayed: false };
   }
-  if (encoded.bytes.length > MAX_STORED_RESULT_BYTES) {
+  if (encoded.bytes.length > MAX_RESPONSE_BYTES) {
     await abandon();
     emit("not-stored", {
-      error: `the result is ${encoded.bytes.length} bytes; the ledger stores at most ${MAX_STORED_RESULT_BYTES}`,
+      error: `the result is ${encoded.bytes.length} bytes; the ledger stores at most ${MAX_RESPONSE_BYTES}`,
     });
     return { value: encoded.value, replayed: false };
   }

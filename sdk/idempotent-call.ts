@@ -1,8 +1,9 @@
+import { DEFAULT_LEASE_MS, MAX_LEASE_MS } from "../server/domain/idempotency-ledger.ts";
 import type { ControlPlane } from "./control-plane.ts";
 import type { EventEmitter } from "./events.ts";
 import type { AttemptContext, CallOptions, CallResult } from "./guarded-call.ts";
 import { checkCallOptions, guardedCall } from "./guarded-call.ts";
-import { checkIdempotencyOptions, MAX_LEASE_MS, runOnce } from "./idempotency-ledger.ts";
+import { checkIdempotencyOptions, runOnce } from "./idempotency-ledger.ts";
 import { requestHash } from "./request-hash.ts";
 import { jsonCodec, type ResultCodec } from "./result-codec.ts";
 import { callTraceId } from "./trace.ts";
@@ -13,7 +14,7 @@ import { callTraceId } from "./trace.ts";
  */
 export const LEASE_MARGIN_MS = 2_000;
 /** Lease of `once` when none is given: the server's default lease. */
-export const DEFAULT_ONCE_LEASE_MS = 30_000;
+export const DEFAULT_ONCE_LEASE_MS = DEFAULT_LEASE_MS;
 /**
  * How much longer than one lease `once` waits for another holder by default: by then the holder
  * has finished, or its lease has lapsed and this call takes the work over.

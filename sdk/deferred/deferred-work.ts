@@ -32,8 +32,6 @@ export class DeferredWork {
     private readonly service: string,
     private readonly execute: WorkerDeps["execute"],
     private readonly once: OnceRunner | undefined,
-    /** Replaces the gate over the SDK's followed fleet state (tests). */
-    private readonly gateFactory?: () => BreakerGate,
   ) {
     this.queue = new JobQueue(link, cp, events);
     this.recorder = new DeadLetterRecorder(cp);
@@ -45,7 +43,7 @@ export class DeferredWork {
 
   worker(dependency: string, handler: JobHandler, options: WorkerOptions = {}): JobWorker {
     const { concurrency, guarded } = checkWorkerOptions(options);
-    this.gate ??= this.gateFactory?.() ?? new FleetBreakerGate(this.cp.state, this.service);
+    this.gate ??= new FleetBreakerGate(this.cp.state, this.service);
     const worker = new Worker(dependency, handler, concurrency, guarded, {
       queue: this.queue,
       cp: this.cp,

@@ -1,13 +1,18 @@
 import { createHash, randomBytes } from "node:crypto";
 import { type JsMsg, type MsgHdrs, headers as natsHeaders } from "nats";
-import { JOB_HEADERS, JOB_SUBJECT_PREFIX } from "../../server/events/job-requeue.ts";
+import {
+  dlqStreamName,
+  JOB_HEADERS,
+  JOB_SUBJECT_PREFIX,
+  jobStreamName,
+} from "../../server/events/job-requeue.ts";
 
 /**
- * Subjects, stream names and headers of the deferred path (DESIGN §6). The work-queue subject
- * and job headers are defined once, with the control plane's Replay that writes them too
- * (server/events/job-requeue.ts); test/deferred-contract.test.ts checks the rest agrees.
+ * Subjects, stream names and headers of the deferred path (DESIGN §6). The work-queue subject,
+ * stream names and job headers are defined once, with the control plane's Replay that writes
+ * them too (server/events/job-requeue.ts); test/deferred-contract.test.ts checks the rest agrees.
  */
-export { JOB_HEADERS, JOB_SUBJECT_PREFIX };
+export { dlqStreamName, JOB_HEADERS, JOB_SUBJECT_PREFIX, jobStreamName };
 export const DLQ_SUBJECT_PREFIX = "bulwark.dlq.";
 /** Headers a dead-lettered copy carries besides the job's own. */
 export const DLQ_HEADERS = {
@@ -29,22 +34,6 @@ export function jobSubject(dependency: string): string {
 
 export function dlqSubject(dependency: string): string {
   return DLQ_SUBJECT_PREFIX + dependency;
-}
-
-/**
- * A stream name for a dependency. Stream names may not hold '.', so '.' becomes `_d` and '_'
- * becomes `__`: a one-to-one mapping, so two dependencies never share a stream.
- */
-function streamSuffix(dependency: string): string {
-  return dependency.replace(/[._]/g, (c) => (c === "." ? "_d" : "__"));
-}
-
-export function jobStreamName(dependency: string): string {
-  return `BULWARK_JOBS_${streamSuffix(dependency)}`;
-}
-
-export function dlqStreamName(dependency: string): string {
-  return `BULWARK_DLQ_${streamSuffix(dependency)}`;
 }
 
 /**

@@ -1,7 +1,9 @@
 import type { JetStreamManager, NatsConnection } from "nats";
+import { MAX_KEY_BYTES } from "../../server/domain/idempotency-ledger.ts";
 import type { ControlPlane } from "../control-plane.ts";
 import { PayloadTooLargeError, QueueFullError, QueueUnavailableError } from "../errors.ts";
 import type { EventEmitter } from "../events.ts";
+import { checkCallOptions } from "../guarded-call.ts";
 import type { NatsLink } from "../nats-link.ts";
 import type { CallPolicy } from "../policy.ts";
 import { newTraceId } from "../trace.ts";
@@ -29,8 +31,6 @@ export interface EnqueueOptions {
  * QueueUnavailableError: long enough for a reconnect, short enough for a request path.
  */
 export const ENQUEUE_TIMEOUT_MS = 5_000;
-/** The idempotency ledger's longest key. */
-const MAX_IDEMPOTENCY_KEY_BYTES = 255;
 
 function encodePayload(payload: JobPayload): Uint8Array {
   if (payload instanceof Uint8Array) return payload;
@@ -42,18 +42,11 @@ export function checkEnqueueOptions(options: EnqueueOptions): void {
   const { idempotencyKey, traceId, causationId } = options;
   if (idempotencyKey !== undefined) {
     const bytes = Buffer.byteLength(idempotencyKey, "utf8");
-    if (bytes < 1 || bytes > MAX_IDEMPOTENCY_KEY_BYTES) {
-      throw new RangeError(
-        `options.idempotencyKey must be 1-${MAX_IDEMPOTENCY_KEY_BYTES} bytes; got ${bytes}`,
-      );
+    if (bytes < 1 || bytes > MAX_KEY_BYTES) {
+      throw new RangeError(`options.idempotencyKey must be 1-${MAX_KEY_BYTES} bytes; got ${bytes}`);
     }
   }
-  if (traceId !== undefined && !/^[0-9a-f]{32}$/.test(traceId)) {
-    throw new RangeError("options.traceId must be a W3C trace id: 32 lowercase hex digits");
-  }
-  if (causationId !== undefined && causationId.length > 128) {
-    throw new RangeError("options.causationId must be at most 128 characters");
-  }
+  checkCallOptions({ traceId, causationId });
 }
 
 /**

@@ -5,6 +5,7 @@ import { isBulwarkError, isCircuitOpenError, isIdempotencyInProgressError } from
 import type { EventEmitter, JobEvent } from "../events.ts";
 import type { AttemptContext, CallOptions, CallResult } from "../guarded-call.ts";
 import type { CallPolicy } from "../policy.ts";
+import { pause, reconnectDelayMs } from "../reconnect.ts";
 import { newSpanId, newTraceId, traceparent } from "../trace.ts";
 import type { BreakerGate } from "./breaker-gate.ts";
 import { type DeadLetterRecorder, isRetryableRecordError } from "./dead-letter-recorder.ts";
@@ -48,9 +49,6 @@ export const DEFAULT_WORKER_CONCURRENCY = 1;
 const MAX_WORKER_CONCURRENCY = 1_000;
 /** How long one pull waits for jobs on an empty queue; also bounds how late stop() returns. */
 const PULL_EXPIRES_MS = 1_000;
-/** First and longest wait after pulling failed (NATS away, stream missing). */
-const PULL_RETRY_BASE_MS = 100;
-const PULL_RETRY_MAX_MS = 5_000;
 /**
  * Shortest wait of a job the breaker rejected before it is tried again, when the breaker names
  * no time (HALF_OPEN with its probes out).
@@ -117,20 +115,6 @@ export function checkWorkerOptions(options: WorkerOptions): {
     );
   }
   return { concurrency, guarded: options.guarded ?? true };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }
 
 /** Capped exponential back-off with equal jitter: never less than half the exponential step. */
@@ -224,16 +208,19 @@ export class Worker implements JobWorker {
   private async waitForGate(): Promise<void> {
     const { gate } = this.deps;
     const untilMs = gate.openUntilMs(this.dependency);
+    const stopping = this.stopping.signal;
     await new Promise<void>((resolve) => {
       const unsubscribe = gate.onChange(finish);
       const timer = Number.isFinite(untilMs)
         ? setTimeout(finish, Math.max(0, untilMs - Date.now()))
         : undefined;
       timer?.unref();
-      this.stopping.signal.addEventListener("abort", finish, { once: true });
+      stopping.addEventListener("abort", finish, { once: true });
       function finish() {
         unsubscribe();
         if (timer !== undefined) clearTimeout(timer);
+        // A paused worker waits here once per breaker change: each wait leaves no listener.
+        stopping.removeEventListener("abort", finish);
         resolve();
       }
     });
@@ -286,8 +273,8 @@ export class Worker implements JobWorker {
         if (signal.aborted) break;
         this.consumer = undefined;
         failures++;
-        const capMs = Math.min(PULL_RETRY_MAX_MS, PULL_RETRY_BASE_MS * 2 ** (failures - 1));
-        const retryInMs = Math.round(capMs / 2 + (Math.random() * capMs) / 2);
+        // Pulling failed (NATS away, stream missing): retried like any lost connection.
+        const retryInMs = reconnectDelayMs(failures);
         this.deps.events.emit({
           type: "worker",
           dependency: this.dependency,
@@ -295,7 +282,7 @@ export class Worker implements JobWorker {
           error: err instanceof Error ? err.message : String(err),
           retryInMs,
         });
-        await sleep(retryInMs, signal);
+        await pause(retryInMs, signal);
       }
     }
   }

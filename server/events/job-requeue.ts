@@ -19,7 +19,8 @@ export const JOB_HEADERS = {
 
 /**
  * Stream names of a dependency's work queue and dead-letter stream, as the SDK creates them:
- * '.' becomes `_d` and '_' becomes `__` (stream names may not hold '.').
+ * '.' becomes `_d` and '_' becomes `__` (stream names may not hold '.'), a one-to-one mapping,
+ * so two dependencies never share a stream.
  */
 export function jobStreamName(dependency: string): string {
   return `BULWARK_JOBS_${streamSuffix(dependency)}`;
